@@ -1,0 +1,34 @@
+# Two entry points (README): `make quickstart` and `make test`.
+# Both create .venv and install medcbm into it when needed; the stamp file makes this a no-op afterwards.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medcbm-installed
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export ANONYMIZED_TELEMETRY ?= False
+
+.PHONY: quickstart test install bench clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch is left unpinned on purpose: pip picks a build that works with the torchvision wheel.
+	$(BIN)/python -m pip install --quiet -e ".[test,corpora]"
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/medcbm quickstart
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
+
+bench: $(STAMP)
+	mkdir -p runs/bench
+	$(BIN)/medcbm bench features --json runs/bench/features.json
+	$(BIN)/medcbm bench shift --protocol ham10000-site-confounded --seeds 5 --json runs/bench/shift.json
+
+clean-venv:
+	rm -rf $(VENV)
