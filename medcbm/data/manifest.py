@@ -1,0 +1,236 @@
+"""The one manifest format: a table (CSV or Parquet) with one row per image.
+
+Required columns: ``id`` (unique sample id), ``image`` (path), ``label``. Standard optional columns:
+``patient_id`` (patient or lesion id, used to keep splits disjoint), ``site``, ``sex``, ``age``.
+Any other column is free metadata (e.g. ``concept_*`` annotations, ``view``, ``clinical_notes``).
+Relative image paths resolve against the manifest file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from medcbm._io import atomic_write_bytes, atomic_write_json
+from medcbm.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("id", "image", "label")
+STANDARD_COLUMNS = ("id", "image", "label", "patient_id", "site", "sex", "age")
+SEX_VALUES = {"M", "F", "unknown"}
+
+
+def _row_no(idx: int) -> int:
+    """1-based data-row number as a user sees it in the file (header excluded)."""
+    return int(idx) + 1
+
+
+@dataclass
+class Skip:
+    """One input the user chose to skip, with the reason (written to the run directory)."""
+
+    row: int | None
+    path: str | None
+    reason: str
+
+
+@dataclass
+class SkipLog:
+    """Collects opt-in skips; ``write`` saves them as JSON so nothing is dropped silently."""
+
+    items: list[Skip] = field(default_factory=list)
+
+    def add(self, reason: str, *, row: int | None = None, path: str | None = None) -> None:
+        logger.warning("skipping %s%s: %s", f"row {row} " if row is not None else "", path or "", reason)
+        self.items.append(Skip(row, path, reason))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def write(self, path: str | os.PathLike) -> Path:
+        return atomic_write_json(path, [vars(s) for s in self.items])
+
+
+def normalise_sex(value: object) -> str:
+    """Map the many spellings of sex to ``M``/``F``/``unknown``."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "unknown"
+    v = str(value).strip().lower()
+    if v in {"m", "male", "man"}:
+        return "M"
+    if v in {"f", "female", "woman"}:
+        return "F"
+    return "unknown"
+
+
+class Manifest:
+    """A validated manifest table. ``frame`` holds the rows; ``root`` is where relative paths resolve."""
+
+    def __init__(self, frame: pd.DataFrame, root: str | os.PathLike | None = None, *, source: str = "<memory>"):
+        self.root = Path(root) if root is not None else Path.cwd()
+        self.source = source
+        self.frame = self._normalise(frame)
+
+    # ------------------------------------------------------------------ construction
+    def _normalise(self, frame: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+        if missing:
+            raise DataError(
+                f"manifest lacks required column(s) {missing}; it has {list(frame.columns)}", path=self.source
+            )
+        df = frame.reset_index(drop=True).copy()
+        for col in ("id", "image", "label"):
+            bad = df[col].isna() | (df[col].astype(str).str.strip() == "")
+            if bad.any():
+                i = int(bad.to_numpy().nonzero()[0][0])
+                raise DataError(f"empty value in required column '{col}'", path=self.source, row=_row_no(i), field=col)
+            df[col] = df[col].astype(str).str.strip()
+        dup = df["id"].duplicated(keep="first")
+        if dup.any():
+            i = int(dup.to_numpy().nonzero()[0][0])
+            first = int((df["id"] == df.loc[i, "id"]).to_numpy().nonzero()[0][0])
+            raise DataError(
+                f"duplicate id '{df.loc[i, 'id']}' (first seen at row {_row_no(first)})",
+                path=self.source, row=_row_no(i), field="id",
+            )
+        if "patient_id" not in df.columns:
+            df["patient_id"] = df["id"]
+        df["patient_id"] = df["patient_id"].fillna(df["id"]).astype(str)
+        if "site" not in df.columns:
+            df["site"] = "unknown"
+        df["site"] = df["site"].fillna("unknown").astype(str).str.strip().replace("", "unknown")
+        df["sex"] = df["sex"].map(normalise_sex) if "sex" in df.columns else "unknown"
+        if "age" in df.columns:
+            age = pd.to_numeric(df["age"], errors="coerce")
+            bad = age.isna() & df["age"].notna() & (df["age"].astype(str).str.strip() != "")
+            if bad.any():
+                i = int(bad.to_numpy().nonzero()[0][0])
+                raise DataError(f"age '{df.loc[i, 'age']}' is not a number", path=self.source, row=_row_no(i), field="age")
+            df["age"] = age.astype(float)
+        else:
+            df["age"] = float("nan")
+        cols = list(STANDARD_COLUMNS) + [c for c in df.columns if c not in STANDARD_COLUMNS]
+        return df[cols]
+
+    # ------------------------------------------------------------------ accessors
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def labels(self) -> list[str]:
+        """Sorted distinct labels."""
+        return sorted(self.frame["label"].unique().tolist())
+
+    def image_path(self, i: int) -> Path:
+        """Absolute path of row ``i``'s image."""
+        p = Path(self.frame.at[i, "image"])
+        return p if p.is_absolute() else (self.root / p)
+
+    def image_paths(self) -> list[Path]:
+        return [self.image_path(i) for i in range(len(self))]
+
+    def subset(self, index: Iterable[int]) -> "Manifest":
+        """Rows by position (a new manifest sharing the root)."""
+        m = Manifest.__new__(Manifest)
+        m.root, m.source = self.root, self.source
+        m.frame = self.frame.iloc[list(index)].reset_index(drop=True)
+        return m
+
+    def to_records(self) -> list[dict]:
+        """MONAI-style dictionary samples with absolute image paths."""
+        recs = self.frame.to_dict(orient="records")
+        for i, r in enumerate(recs):
+            r["image"] = str(self.image_path(i))
+            r["row"] = _row_no(i)
+        return recs
+
+    # ------------------------------------------------------------------ validation
+    def check_files(self, *, skips: SkipLog | None = None) -> "Manifest":
+        """Verify every image exists. Missing files raise, or are recorded in ``skips`` and dropped.
+
+        Returns:
+            ``self`` when all exist, else a manifest without the skipped rows.
+        """
+        keep = []
+        for i in range(len(self)):
+            p = self.image_path(i)
+            if p.is_file():
+                keep.append(i)
+                continue
+            if skips is None:
+                raise DataError("image file not found", path=str(p), row=_row_no(i), field="image")
+            skips.add("image file not found", row=_row_no(i), path=str(p))
+        return self if len(keep) == len(self) else self.subset(keep)
+
+    def check_labels(self, allowed: Iterable[str], *, skips: SkipLog | None = None) -> "Manifest":
+        """Verify every label is in ``allowed``; unknown labels raise or are recorded and dropped."""
+        allowed = set(allowed)
+        bad = ~self.frame["label"].isin(allowed)
+        if not bad.any():
+            return self
+        if skips is None:
+            i = int(bad.to_numpy().nonzero()[0][0])
+            raise DataError(
+                f"unknown label '{self.frame.at[i, 'label']}' (expected one of {sorted(allowed)})",
+                path=self.source, row=_row_no(i), field="label",
+            )
+        for i in bad.to_numpy().nonzero()[0]:
+            skips.add(f"unknown label '{self.frame.at[int(i), 'label']}'", row=_row_no(int(i)), path=self.source)
+        return self.subset((~bad).to_numpy().nonzero()[0])
+
+
+def load_manifest(path: str | os.PathLike, *, root: str | os.PathLike | None = None) -> Manifest:
+    """Read a manifest from CSV or Parquet.
+
+    Args:
+        path: ``.csv`` or ``.parquet`` file.
+        root: folder that relative image paths resolve against (default: the manifest's folder).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("manifest file not found", path=str(path))
+    try:
+        if path.suffix.lower() == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype={"id": str, "patient_id": str, "label": str}, keep_default_na=True)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise DataError(f"cannot parse manifest: {exc}", path=str(path)) from None
+    return Manifest(frame, root if root is not None else path.parent, source=str(path))
+
+
+def save_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
+    """Write a manifest atomically (CSV or Parquet by suffix). Image paths are written absolute."""
+    path = Path(path)
+    df = manifest.frame.copy()
+    df["image"] = [str(p) for p in manifest.image_paths()]
+    if path.suffix.lower() == ".parquet":
+        import io
+
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, df.to_csv(index=False).encode("utf-8"))
+
+
+def manifest_summary(manifest: Manifest) -> dict:
+    """Counts by label and site (for logs and run directories)."""
+    f = manifest.frame
+    return {
+        "n": len(f),
+        "labels": {k: int(v) for k, v in f["label"].value_counts().sort_index().items()},
+        "sites": {k: int(v) for k, v in f["site"].value_counts().sort_index().items()},
+        "patients": int(f["patient_id"].nunique()),
+    }
+
+
+def describe(manifest: Manifest) -> str:
+    """One-line JSON summary."""
+    return json.dumps(manifest_summary(manifest))

@@ -1,0 +1,141 @@
+"""MONAI image readers for 2D medical images: DICOM (via pydicom) and photographs (via PIL).
+
+DICOM pixels go through the modality LUT (rescale slope/intercept), then the VOI LUT or window
+(what a radiologist sees), and MONOCHROME1 images are inverted so that bone is bright as in MONOCHROME2.
+RGB photographs stored as DICOM (dermatology, secondary capture) stay in colour.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from monai.data import PILReader, PydicomReader
+from monai.utils import MetaKeys
+
+from medcbm.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """True for a ``.dcm``-style name or a file carrying the ``DICM`` magic at byte 128."""
+    p = Path(path)
+    if p.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    if p.suffix.lower() in PHOTO_SUFFIXES or not p.is_file():
+        return False
+    try:
+        with open(p, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def dicom_to_array(ds, filename: str = "<dataset>") -> np.ndarray:
+    """Display-ready float32 pixels from a pydicom dataset.
+
+    Returns:
+        ``(H, W)`` for grayscale, ``(H, W, 3)`` for colour; grayscale in display orientation
+        (MONOCHROME1 inverted) after modality and VOI LUTs.
+    """
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise DataError("DICOM file has no pixel data (is it a structured report or presentation state?)", path=filename)
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for codec/truncation problems
+        raise DataError(f"cannot decode DICOM pixel data: {exc}", path=filename) from None
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    spp = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if frames > 1:
+        # 2D classification takes the first frame; volumes need a 3D pipeline
+        logger.debug("%s has %d frames; using the first", filename, frames)
+        arr = arr[0]
+    if spp == 3:
+        # pydicom converts YBR to RGB by default; keep colour photographs in colour
+        return np.ascontiguousarray(arr.astype(np.float32))
+    arr = apply_modality_lut(arr, ds)
+    arr = apply_voi_lut(arr, ds, index=0) if ("WindowCenter" in ds or "VOILUTSequence" in ds) else arr
+    arr = arr.astype(np.float32)
+    if photometric == "MONOCHROME1":
+        arr = arr.max() + arr.min() - arr
+    return np.ascontiguousarray(arr)
+
+
+class MedDicomReader(PydicomReader):
+    """MONAI ``PydicomReader`` for single 2D DICOM files with display LUTs and clear errors.
+
+    Output layout matches ``PILReader(reverse_indexing=False)``: ``(H, W)`` or ``(H, W, C)`` with
+    ``original_channel_dim`` set so ``EnsureChannelFirstd`` works for both.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("swap_ij", False)
+        super().__init__(**kwargs)
+
+    def verify_suffix(self, filename: Sequence[str] | str) -> bool:
+        names = [filename] if isinstance(filename, (str, Path)) else list(filename)
+        return all(is_dicom_file(n) for n in names)
+
+    def read(self, data, **kwargs):
+        import pydicom
+
+        name = str(data)
+        self.filenames = [name]
+        self.has_series = False
+        try:
+            return pydicom.dcmread(name, **{**self.kwargs, **kwargs})
+        except FileNotFoundError:
+            raise DataError("DICOM file not found", path=name) from None
+        except Exception as exc:
+            raise DataError(f"not a readable DICOM file: {exc}", path=name) from None
+
+    def get_data(self, img) -> tuple[np.ndarray, dict]:
+        name = self.filenames[0] if getattr(self, "filenames", None) else "<dataset>"
+        arr = dicom_to_array(img, name)
+        meta = {
+            MetaKeys.SPATIAL_SHAPE: np.asarray(arr.shape[:2]),
+            MetaKeys.ORIGINAL_CHANNEL_DIM: -1 if arr.ndim == 3 else float("nan"),
+            MetaKeys.AFFINE: np.eye(3),
+            MetaKeys.ORIGINAL_AFFINE: np.eye(3),
+            "modality": str(getattr(img, "Modality", "")),
+            "photometric": str(getattr(img, "PhotometricInterpretation", "")),
+        }
+        return arr, meta
+
+
+class SafePILReader(PILReader):
+    """MONAI ``PILReader`` in ``(H, W[, C])`` layout that turns decode failures into ``DataError``.
+
+    Truncated or corrupt files are caught here (PIL decodes lazily, so we force a full load).
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("reverse_indexing", False)
+        super().__init__(**kwargs)
+
+    def verify_suffix(self, filename) -> bool:
+        names = [filename] if isinstance(filename, (str, Path)) else list(filename)
+        return all(not is_dicom_file(n) for n in names)
+
+    def read(self, data, **kwargs):
+        from PIL import Image, UnidentifiedImageError
+
+        name = str(data)
+        try:
+            img = Image.open(name)
+            img.load()  # force decoding so truncation surfaces here, not deep in a transform
+        except FileNotFoundError:
+            raise DataError("image file not found", path=name) from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"corrupt or unreadable image: {exc}", path=name) from None
+        return img

@@ -1,0 +1,124 @@
+"""MONAI dictionary transforms that turn any supported file into a normalised 3-channel tensor."""
+
+from __future__ import annotations
+
+from typing import Hashable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, MapTransform
+from pydantic import BaseModel, ConfigDict, Field
+
+from medcbm._io import sha256_text
+from medcbm.data.readers import MedDicomReader, SafePILReader
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class PreprocessConfig(BaseModel):
+    """How images become model input. Part of the feature-cache key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    image_size: int = Field(224, ge=16, le=2048)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: str = Field("short_side_crop", pattern="^(short_side_crop|squash)$")
+
+    def fingerprint(self) -> str:
+        """Stable hash of the settings (cache key component)."""
+        return sha256_text(self.model_dump_json())[:16]
+
+
+class ToRGBd(MapTransform):
+    """Channel-first image -> float32 RGB in [0, 1].
+
+    Grayscale (X-ray) is repeated to 3 channels, alpha dropped. 8-bit data is divided by 255;
+    wider DICOM/PNG ranges are min-max scaled after the reader's VOI windowing.
+    """
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            meta = getattr(d[key], "meta", {}) or {}
+            # plain tensor from here on: MetaTensor dispatch costs more than the arithmetic on 224px images
+            img = d[key].as_tensor() if hasattr(d[key], "as_tensor") else torch.as_tensor(d[key])
+            img = img.float()
+            if img.ndim != 3:
+                raise ValueError(f"expected a 2D image with channels, got shape {tuple(img.shape)}")
+            c = img.shape[0]
+            if c == 4:
+                img = img[:3]
+            elif c == 2:  # grayscale + alpha
+                img = img[:1]
+            lo, hi = float(img.min()), float(img.max())
+            grayscale_dicom = "photometric" in meta and img.shape[0] == 1
+            if grayscale_dicom or hi > 255.0 or lo < 0.0:
+                img = (img - lo) / max(hi - lo, 1e-6)
+            else:
+                img = img / 255.0
+            if img.shape[0] == 1:
+                img = img.expand(3, -1, -1)
+            d[key] = img.contiguous()
+        return d
+
+
+class NormalizeImaged(MapTransform):
+    """Per-channel ``(x - mean) / std`` on a ``(3, H, W)`` tensor."""
+
+    def __init__(self, keys, mean: Sequence[float], std: Sequence[float]):
+        super().__init__(keys)
+        self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+        self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = (torch.as_tensor(d[key]) - self.mean) / self.std
+        return d
+
+
+class ResizeShortCropd(MapTransform):
+    """Resize the short side to ``size`` (antialiased bilinear) then centre-crop ``size x size``."""
+
+    def __init__(self, keys, size: int, mode: str = "short_side_crop"):
+        super().__init__(keys)
+        self.size, self.mode = int(size), mode
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = torch.as_tensor(d[key])
+            h, w = img.shape[-2:]
+            s = self.size
+            if (h, w) != (s, s):
+                if self.mode == "squash":
+                    nh, nw = s, s
+                else:
+                    scale = s / min(h, w)
+                    nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
+                img = F.interpolate(img[None], size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)[0]
+                top, left = (nh - s) // 2, (nw - s) // 2
+                img = img[:, top : top + s, left : left + s]
+            d[key] = img.contiguous()
+        return d
+
+
+def load_transforms(keys: Sequence[str] = ("image",)) -> list:
+    """Readers only: DICOM through :class:`MedDicomReader`, everything else through PIL."""
+    return [
+        LoadImaged(keys=list(keys), reader=[MedDicomReader(), SafePILReader()], image_only=True),
+        EnsureChannelFirstd(keys=list(keys)),
+    ]
+
+
+def preprocess_transforms(cfg: PreprocessConfig, keys: Sequence[str] = ("image",)) -> Compose:
+    """Full load-to-tensor pipeline for a backbone's input."""
+    return Compose(
+        load_transforms(keys)
+        + [
+            ToRGBd(keys=list(keys)),
+            ResizeShortCropd(keys=list(keys), size=cfg.image_size, mode=cfg.resize),
+            NormalizeImaged(keys=list(keys), mean=cfg.mean, std=cfg.std),
+        ]
+    )
