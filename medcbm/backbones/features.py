@@ -16,7 +16,7 @@ from medcbm.backbones._registry import BackboneSpec, get_backbone_spec
 from medcbm.backbones.cache import FeatureCache, content_hash
 from medcbm.backbones.loaders import FeatureExtractor, create_backbone
 from medcbm.data.manifest import Manifest, SkipLog
-from medcbm.data.transforms import preprocess_transforms
+from medcbm.data.transforms import preprocess_transforms, unwrap_transform_error
 from medcbm.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -49,10 +49,11 @@ class _ImageDataset(Dataset):
     def __getitem__(self, i: int):
         try:
             return i, self.transform({"image": self.paths[i]})["image"], None
-        except DataError as exc:
-            return i, None, str(exc)
         except Exception as exc:  # anything a reader library throws becomes a per-file message
-            return i, None, f"cannot load image: {type(exc).__name__}: {exc} [file {self.paths[i]}]"
+            cause = unwrap_transform_error(exc)
+            if isinstance(cause, DataError):
+                return i, None, str(cause)
+            return i, None, f"cannot load image: {type(cause).__name__}: {cause} [file {self.paths[i]}]"
 
 
 def _collate(batch):

@@ -38,6 +38,15 @@ def is_dicom_file(path: str | Path) -> bool:
         return False
 
 
+def _single_name(data) -> str:
+    """MONAI hands readers a tuple of names; 2D classification reads exactly one file."""
+    if isinstance(data, (list, tuple)):
+        if len(data) != 1:
+            raise DataError(f"expected one image file, got {len(data)}: {list(map(str, data))[:3]}")
+        data = data[0]
+    return str(data)
+
+
 def dicom_to_array(ds, filename: str = "<dataset>") -> np.ndarray:
     """Display-ready float32 pixels from a pydicom dataset.
 
@@ -89,7 +98,7 @@ class MedDicomReader(PydicomReader):
     def read(self, data, **kwargs):
         import pydicom
 
-        name = str(data)
+        name = _single_name(data)
         self.filenames = [name]
         self.has_series = False
         try:
@@ -130,7 +139,7 @@ class SafePILReader(PILReader):
     def read(self, data, **kwargs):
         from PIL import Image, UnidentifiedImageError
 
-        name = str(data)
+        name = _single_name(data)
         try:
             img = Image.open(name)
             img.load()  # force decoding so truncation surfaces here, not deep in a transform

@@ -6,11 +6,12 @@ from typing import Hashable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, MapTransform
+from monai.transforms import Compose, LoadImage, MapTransform
 from pydantic import BaseModel, ConfigDict, Field
 
 from medcbm._io import sha256_text
-from medcbm.data.readers import MedDicomReader, SafePILReader
+from medcbm.data.readers import MedDicomReader, SafePILReader, is_dicom_file
+from medcbm.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -104,12 +105,48 @@ class ResizeShortCropd(MapTransform):
         return d
 
 
+class LoadMedicalImaged(MapTransform):
+    """MONAI ``LoadImage`` with the reader chosen per file: DICOM -> :class:`MedDicomReader`, else PIL.
+
+    Choosing up front (rather than MONAI's try-every-reader fallback) means a corrupt file raises our
+    :class:`~medcbm.errors.DataError` naming it, instead of a chain of unrelated reader failures.
+    """
+
+    def __init__(self, keys):
+        super().__init__(keys)
+        self.loader = LoadImage(image_only=True, ensure_channel_first=True)
+        self.dicom, self.pil = MedDicomReader(), SafePILReader()
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = str(d[key])
+            d[key] = self.loader(path, reader=self.dicom if is_dicom_file(path) else self.pil)
+        return d
+
+
 def load_transforms(keys: Sequence[str] = ("image",)) -> list:
     """Readers only: DICOM through :class:`MedDicomReader`, everything else through PIL."""
-    return [
-        LoadImaged(keys=list(keys), reader=[MedDicomReader(), SafePILReader()], image_only=True),
-        EnsureChannelFirstd(keys=list(keys)),
-    ]
+    return [LoadMedicalImaged(keys=list(keys))]
+
+
+def unwrap_transform_error(exc: BaseException) -> BaseException:
+    """MONAI wraps failures as ``RuntimeError('applying transform ...')``; return the user-facing cause."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, DataError):
+            return seen
+        seen = seen.__cause__
+    return exc
+
+
+def load_image(path: str, cfg: PreprocessConfig | None = None) -> torch.Tensor:
+    """Load and preprocess one file into a ``(3, S, S)`` tensor; bad files raise :class:`DataError`."""
+    t = preprocess_transforms(cfg or PreprocessConfig())
+    try:
+        return t({"image": str(path)})["image"]
+    except Exception as exc:
+        raise unwrap_transform_error(exc) from None
 
 
 def preprocess_transforms(cfg: PreprocessConfig, keys: Sequence[str] = ("image",)) -> Compose:

@@ -1,0 +1,108 @@
+"""Metrics for shift benchmarks: accuracy, balanced accuracy, AUROC, ECE, bootstrap CIs, subgroups."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+
+def accuracy(y: np.ndarray, proba: np.ndarray) -> float:
+    return float((proba.argmax(1) == y).mean()) if len(y) else float("nan")
+
+
+def balanced_accuracy(y: np.ndarray, proba: np.ndarray) -> float:
+    return float(balanced_accuracy_score(y, proba.argmax(1))) if len(y) else float("nan")
+
+
+def auroc(y: np.ndarray, proba: np.ndarray) -> float:
+    """Binary AUROC on the positive class, macro one-vs-rest for more classes; NaN with one class."""
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    if proba.shape[1] == 2:
+        return float(roc_auc_score(y, proba[:, 1]))
+    present = np.unique(y)
+    p = proba[:, present] / np.clip(proba[:, present].sum(1, keepdims=True), 1e-12, None)
+    return float(roc_auc_score(np.searchsorted(present, y), p, multi_class="ovr", average="macro"))
+
+
+def expected_calibration_error(y: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> float:
+    """ECE of the top-1 confidence with equal-width bins."""
+    if not len(y):
+        return float("nan")
+    conf = proba.max(1)
+    correct = (proba.argmax(1) == y).astype(float)
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        m = bins == b
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+def bootstrap_ci(y: np.ndarray, proba: np.ndarray, fn=accuracy, *, n: int = 1000, alpha: float = 0.05,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``fn`` over test samples."""
+    if not len(y):
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        v = fn(y[i], proba[i])
+        if np.isfinite(v):
+            vals.append(v)
+    if not vals:
+        return (float("nan"), float("nan"))
+    return float(np.quantile(vals, alpha / 2)), float(np.quantile(vals, 1 - alpha / 2))
+
+
+def split_metrics(y: np.ndarray, proba: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """All headline metrics for one test split."""
+    lo, hi = bootstrap_ci(y, proba, n=n_boot, seed=seed)
+    return {
+        "n": int(len(y)),
+        "acc": accuracy(y, proba),
+        "acc_ci95": [lo, hi],
+        "balanced_acc": balanced_accuracy(y, proba),
+        "auroc": auroc(y, proba),
+        "ece": expected_calibration_error(y, proba),
+    }
+
+
+def age_band(age: float) -> str:
+    if not np.isfinite(age):
+        return "unknown"
+    return "<40" if age < 40 else ("40-59" if age < 60 else "60+")
+
+
+def subgroup_metrics(y: np.ndarray, proba: np.ndarray, frame: pd.DataFrame, columns=("site", "sex", "age_band")) -> dict:
+    """Accuracy and counts per value of each subgroup column (``age_band`` is derived from ``age``)."""
+    frame = frame.reset_index(drop=True)
+    out: dict = {}
+    for col in columns:
+        if col == "age_band":
+            vals = frame["age"].astype(float).map(age_band) if "age" in frame else None
+        else:
+            vals = frame[col].astype(str) if col in frame else None
+        if vals is None:
+            continue
+        out[col] = {}
+        for v in sorted(vals.unique()):
+            m = (vals == v).to_numpy()
+            out[col][v] = {"n": int(m.sum()), "acc": accuracy(y[m], proba[m]), "balanced_acc": balanced_accuracy(y[m], proba[m])}
+    return out
+
+
+def shift_summary(y_id: np.ndarray, p_id: np.ndarray, y_ood: np.ndarray, p_ood: np.ndarray) -> dict:
+    """ID/OOD accuracy, gap = ID - OOD, avg = (ID + OOD) / 2."""
+    a_id, a_ood = accuracy(y_id, p_id), accuracy(y_ood, p_ood)
+    return {"id_acc": a_id, "ood_acc": a_ood, "gap": a_id - a_ood, "avg": (a_id + a_ood) / 2}
+
+
+def mean_std(values) -> dict:
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    return {"mean": float(np.nanmean(v)) if len(v) else float("nan"),
+            "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0,
+            "per_seed": [float(x) for x in v]}

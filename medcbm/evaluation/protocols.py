@@ -1,0 +1,125 @@
+"""Benchmark protocols as YAML data (``configs/protocols/*.yaml``): a new protocol needs no code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medcbm.errors import ConfigError, RegistryError
+
+PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "configs" / "protocols"
+
+
+class SplitSizes(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    train: int = Field(gt=0)
+    val: int = Field(gt=0)
+    test_id: int = Field(gt=0)
+    test_ood: int = Field(gt=0)
+
+
+class ConfoundedSplit(BaseModel):
+    """KnoBo-style confounding: nuisance group tied to the class in train/val/test_id, reversed in test_ood."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["confounded"]
+    nuisance: str = Field(description="manifest column holding the nuisance attribute (e.g. site)")
+    groups: dict[str, list[str]] = Field(description="exactly two nuisance groups: name -> attribute values")
+    bias: dict[str, str] = Field(description="class -> the group it is drawn from in-domain")
+    ratio: float = Field(0.9, gt=0.5, le=1.0)
+    sizes: SplitSizes
+    group_by: str = "patient_id"
+
+    @model_validator(mode="after")
+    def _check(self) -> "ConfoundedSplit":
+        if len(self.groups) != 2:
+            raise ValueError(f"groups must name exactly two nuisance groups, got {list(self.groups)}")
+        for cls, g in self.bias.items():
+            if g not in self.groups:
+                raise ValueError(f"bias.{cls} = '{g}' is not one of the groups {list(self.groups)}")
+        return self
+
+
+class SiteHoldoutSplit(BaseModel):
+    """Train/val/in-domain test from some sites, out-of-domain test from held-out sites."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["site_holdout"]
+    nuisance: str = "site"
+    ood_values: list[str] = Field(min_length=1, description="attribute values held out for test_ood")
+    val_frac: float = Field(0.15, gt=0, lt=1)
+    test_id_frac: float = Field(0.2, gt=0, lt=1)
+    group_by: str = "patient_id"
+    balance_train: bool = False
+
+
+class Protocol(BaseModel):
+    """A benchmark protocol: dataset, label mapping, split design and seeds."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    dataset: str = Field(description="importer name (ham10000, ph2, covid-cxr) or a manifest path")
+    label_map: dict[str, list[str]] = Field(description="class name -> raw labels it includes")
+    filters: dict[str, list[str]] = Field(default_factory=dict, description="column -> allowed values")
+    split: ConfoundedSplit | SiteHoldoutSplit = Field(discriminator="kind")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    backbone: str = "efficientnet_lite0"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.label_map)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Protocol":
+        if len(self.label_map) < 2:
+            raise ValueError("label_map needs at least two classes")
+        seen: dict[str, str] = {}
+        for cls, raws in self.label_map.items():
+            for r in raws:
+                if r in seen:
+                    raise ValueError(f"raw label '{r}' is mapped to both '{seen[r]}' and '{cls}'")
+                seen[r] = cls
+        if isinstance(self.split, ConfoundedSplit):
+            missing = set(self.classes) - set(self.split.bias)
+            if missing:
+                raise ValueError(f"split.bias lacks classes {sorted(missing)}")
+        return self
+
+
+def _format_validation(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid protocol {source}:"]
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "<root>"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def list_protocols() -> list[str]:
+    """Names of the protocols shipped in ``configs/protocols``."""
+    return sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml"))
+
+
+def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
+    """Load a protocol by shipped name or YAML path; errors name the bad key."""
+    p = Path(name_or_path)
+    if not p.suffix:
+        p = PROTOCOL_DIR / f"{name_or_path}.yaml"
+        if not p.is_file():
+            raise RegistryError(f"unknown protocol '{name_or_path}'. Available: {', '.join(list_protocols())}")
+    if not p.is_file():
+        raise ConfigError(f"protocol file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"protocol {p} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"protocol {p} must be a YAML mapping")
+    try:
+        return Protocol.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, str(p))) from None

@@ -1,0 +1,166 @@
+"""Run a shift protocol end to end: manifest -> splits per seed -> features -> methods -> metrics."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medcbm._io import atomic_write_json, atomic_write_text
+from medcbm.backbones import create_backbone, get_backbone_spec
+from medcbm.backbones.features import extract_features
+from medcbm.data.importers import import_dataset, list_datasets
+from medcbm.data.manifest import Manifest, SkipLog, load_manifest, save_manifest
+from medcbm.evaluation.methods import MethodInput, get_method
+from medcbm.evaluation.metrics import mean_std, shift_summary, split_metrics, subgroup_metrics
+from medcbm.evaluation.protocols import Protocol, load_protocol
+from medcbm.evaluation.splits import SPLITS, build_splits
+
+logger = logging.getLogger(__name__)
+
+HEADLINE = ("id_acc", "ood_acc", "gap", "avg")
+
+
+def load_protocol_manifest(protocol: Protocol, data_root=None, skips: SkipLog | None = None) -> Manifest:
+    """The protocol's dataset: a bundled importer name or a manifest file."""
+    if protocol.dataset in list_datasets():
+        return import_dataset(protocol.dataset, data_root, skips=skips)
+    return load_manifest(protocol.dataset)
+
+
+def _json_safe(obj):
+    """Replace NaN/inf by None so the JSON stays valid (e.g. AUROC of a one-class subgroup)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def run_shift_benchmark(
+    protocol: str | Protocol,
+    *,
+    methods: list[str] = ("linear_probe",),
+    seeds: list[int] | int | None = None,
+    data_root: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = "runs/cache/features",
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    n_boot: int = 1000,
+    context: dict | None = None,
+) -> dict:
+    """Evaluate ``methods`` on a protocol over seeds.
+
+    Args:
+        protocol: shipped name or YAML path (or a loaded protocol).
+        methods: registered method names (see :func:`medcbm.evaluation.methods.list_methods`).
+        seeds: explicit seeds, a count (first N of the protocol's seeds), or ``None`` for all.
+        data_root: where the datasets live.
+        cache_dir: feature cache root.
+        out_dir: when given, writes ``manifest.csv``, ``splits.json``, ``metrics.json``, ``metrics.md``.
+        n_boot: bootstrap resamples for confidence intervals.
+        context: extra resources handed to methods.
+
+    Returns:
+        The results dict (the same content as ``metrics.json``).
+    """
+    proto = load_protocol(protocol) if not isinstance(protocol, Protocol) else protocol
+    if seeds is None:
+        seed_list = list(proto.seeds)
+    elif isinstance(seeds, int):
+        seed_list = (list(proto.seeds) + list(range(max(proto.seeds) + 1, max(proto.seeds) + 1 + seeds)))[:seeds]
+    else:
+        seed_list = list(seeds)
+    fns = {m: get_method(m) for m in methods}
+    t0 = time.perf_counter()
+    skips = SkipLog()
+    manifest = load_protocol_manifest(proto, data_root, skips)
+    splits = {s: build_splits(manifest, proto, s) for s in seed_list}
+    base = splits[seed_list[0]].manifest  # every seed shares the label-mapped manifest
+    used = np.unique(np.concatenate([np.concatenate(list(sp.index.values())) for sp in splits.values()]))
+    spec = get_backbone_spec(proto.backbone)
+    sub = base.subset(used)
+    feats = extract_features(sub, spec, cache_dir=cache_dir, progress=progress, skips=skips)
+    if len(feats.manifest) != len(sub):
+        lost = set(sub.frame["id"]) - set(feats.manifest.frame["id"])
+        raise RuntimeError(f"{len(lost)} images failed to load; see the skip log")
+    pos = np.full(len(base), -1)
+    pos[used] = np.arange(len(used))
+    ctx = {"protocol": proto, "backbone_spec": spec, "data_root": data_root, "cache_dir": cache_dir,
+           "progress": progress, **(context or {})}
+    per_seed: dict[str, list[dict]] = {m: [] for m in methods}
+    for seed, sp in splits.items():
+        X = {k: feats.X[pos[v]] for k, v in sp.index.items()}
+        y = {k: sp.y[v] for k, v in sp.index.items()}
+        frames = {k: base.frame.iloc[v].reset_index(drop=True) for k, v in sp.index.items()}
+        data = MethodInput(X, y, frames, proto.classes, seed, ctx)
+        for name, fn in fns.items():
+            ts = time.perf_counter()
+            out = fn(data)
+            rec = {"seed": seed, **shift_summary(y["test_id"], out.proba["test_id"], y["test_ood"], out.proba["test_ood"])}
+            for split in ("test_id", "test_ood"):
+                rec[split] = split_metrics(y[split], out.proba[split], n_boot=n_boot, seed=seed)
+                rec[split]["subgroups"] = subgroup_metrics(y[split], out.proba[split], frames[split])
+            rec["info"] = out.info
+            rec["seconds"] = round(time.perf_counter() - ts, 3)
+            per_seed[name].append(rec)
+            logger.info("seed %d %s: ID %.3f OOD %.3f", seed, name, rec["id_acc"], rec["ood_acc"])
+    results = {
+        "protocol": proto.name,
+        "dataset": proto.dataset,
+        "backbone": spec.name,
+        "classes": proto.classes,
+        "seeds": seed_list,
+        "split_counts": {str(s): sp.counts() for s, sp in splits.items()},
+        "split_hashes": {str(s): sp.fingerprint() for s, sp in splits.items()},
+        "methods": {m: aggregate(recs) for m, recs in per_seed.items()},
+        "per_seed": per_seed,
+        "features": feats.stats,
+        "skipped": [vars(s) for s in skips.items],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    results = _json_safe(results)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_manifest(base, out / "manifest.csv")
+        atomic_write_json(out / "splits.json", {str(s): {k: sp.manifest.frame["id"].iloc[v].tolist()
+                                                          for k, v in sp.index.items()} for s, sp in splits.items()})
+        atomic_write_json(out / "metrics.json", results)
+        atomic_write_text(out / "metrics.md", markdown_table(results))
+        if len(skips):
+            skips.write(out / "skipped.json")
+    return results
+
+
+def aggregate(recs: list[dict]) -> dict:
+    """Mean ± std over seeds of the headline and secondary metrics."""
+    agg = {k: mean_std([r[k] for r in recs]) for k in HEADLINE}
+    for split in ("test_id", "test_ood"):
+        for k in ("balanced_acc", "auroc", "ece"):
+            agg[f"{split}_{k}"] = mean_std([r[split][k] for r in recs])
+    return agg
+
+
+def _fmt(d: dict | None) -> str:
+    if not d or d.get("mean") is None:
+        return "n/a"
+    return f"{d['mean']:.3f} ± {d['std']:.3f}"
+
+
+def markdown_table(results: dict) -> str:
+    """The headline table: one row per method, mean ± std over seeds."""
+    cols = [("ID acc", "id_acc"), ("OOD acc", "ood_acc"), ("gap", "gap"), ("avg", "avg"),
+            ("ID AUROC", "test_id_auroc"), ("OOD AUROC", "test_ood_auroc"), ("OOD bal. acc", "test_ood_balanced_acc"),
+            ("OOD ECE", "test_ood_ece")]
+    lines = [f"### {results['protocol']} — {results['backbone']}, {len(results['seeds'])} seeds",
+             "", "| method | " + " | ".join(c for c, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, agg in results["methods"].items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(agg.get(k)) for _, k in cols) + " |")
+    return "\n".join(lines) + "\n"
