@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -22,6 +24,11 @@ app.add_typer(bench_app, name="bench")
 
 # --- sub-apps owned by subpackages (each registers its own commands) -----------------------------
 # (keep this block sorted; one line per subpackage)
+from medcbm.data.cli import app as data_app  # noqa: E402
+from medcbm.evaluation.cli import register_bench as register_eval_bench  # noqa: E402
+
+app.add_typer(data_app, name="data")
+register_eval_bench(bench_app)
 
 
 @app.callback()
@@ -31,6 +38,40 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+
+
+@app.command()
+def quickstart(
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="datasets folder (default: $MEDCBM_DATA, then ../shared/data)"),
+    run_dir: Path = typer.Option(Path("runs/quickstart"), "--run-dir", help="where the manifest, features and metrics go"),
+    seeds: int = typer.Option(5, "--seeds", help="seeds of the confounded HAM10000 protocol"),
+) -> None:
+    """Run the whole pipeline on the shared HAM10000 and print the ID/OOD table."""
+    from medcbm.evaluation.shift import markdown_table
+    from medcbm.quickstart import run_quickstart
+
+    res = run_quickstart(data_root=data_root, run_dir=run_dir, seeds=seeds)
+    Console().print(markdown_table(res))
+    Console().print(f"run directory: {run_dir} (metrics.json, metrics.md, manifest.csv, features/)")
+
+
+@app.command("backbones")
+def backbones_cmd() -> None:
+    """List registered backbones."""
+    from medcbm.backbones import get_backbone_spec, list_backbones
+
+    for name in list_backbones():
+        desc = get_backbone_spec(name).description if not name.endswith("...") else "dynamic name"
+        Console().print(f"{name:28s} {desc}")
+
+
+@app.command("protocols")
+def protocols_cmd() -> None:
+    """List shipped benchmark protocols (configs/protocols)."""
+    from medcbm.evaluation.protocols import list_protocols, load_protocol
+
+    for name in list_protocols():
+        Console().print(f"{name:32s} {load_protocol(name).description}")
 
 
 def main() -> None:

@@ -33,3 +33,41 @@ def data_root() -> Path:
             return p.resolve()
     require(False, "shared data not found (set MEDCBM_DATA)")
     raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def feature_cache() -> Path:
+    """A feature cache shared by tests (persists locally between runs; fresh on CI)."""
+    p = Path(__file__).resolve().parents[1] / ".cache" / "test-features"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+@pytest.fixture(scope="session")
+def ham_manifest(data_root):
+    from medcbm.data.importers import import_dataset
+
+    return import_dataset("ham10000", data_root)
+
+
+@pytest.fixture(scope="session")
+def ph2_manifest(data_root):
+    from medcbm.data.importers import import_dataset
+
+    return import_dataset("ph2", data_root)
+
+
+@pytest.fixture(scope="session")
+def dicom_file():
+    """Path of a real DICOM from pydicom-data (fails under CI when the package is missing)."""
+
+    def get(name: str) -> str:
+        try:
+            from pydicom.data import get_testdata_file
+        except ImportError:  # pragma: no cover
+            require(False, "pydicom not installed")
+        path = get_testdata_file(name)
+        require(path is not None, f"pydicom-data file {name} not available (pip install pydicom-data)")
+        return str(path)
+
+    return get

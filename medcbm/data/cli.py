@@ -1,0 +1,70 @@
+"""``medcbm data ...``: build and check manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Build and validate image manifests.", no_args_is_help=True)
+console = Console()
+
+
+@app.command("import")
+def import_cmd(
+    dataset: str = typer.Argument(..., help="ham10000, ph2 or covid-cxr"),
+    out: Path = typer.Option(..., "--out", "-o", help="manifest to write (.csv or .parquet)"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="folder with the datasets (default: $MEDCBM_DATA or ../shared/data)"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="record bad rows in <out>.skipped.json instead of stopping"),
+) -> None:
+    """Write the manifest of a bundled dataset."""
+    from medcbm.data.importers import import_dataset
+    from medcbm.data.manifest import SkipLog, manifest_summary, save_manifest
+
+    skips = SkipLog() if skip_bad else None
+    m = import_dataset(dataset, data_root, skips=skips)
+    save_manifest(m, out)
+    if skips is not None and len(skips):
+        skips.write(out.with_suffix(".skipped.json"))
+        console.print(f"[yellow]{len(skips)} rows skipped[/yellow], listed in {out.with_suffix('.skipped.json')}")
+    console.print(f"wrote {out}: {manifest_summary(m)}")
+
+
+@app.command("import-folder")
+def import_folder_cmd(
+    folder: Path = typer.Argument(..., help="folder of DICOM/JPEG/PNG files (labels from subfolders unless --labels-csv)"),
+    out: Path = typer.Option(..., "--out", "-o"),
+    labels_csv: Optional[Path] = typer.Option(None, "--labels-csv", help="CSV with an image column and a label column"),
+    image_col: str = typer.Option("image", help="CSV column with file paths relative to FOLDER"),
+    label_col: str = typer.Option("label", help="CSV column with labels"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="record unreadable files instead of stopping"),
+) -> None:
+    """Write a manifest for your own images (DICOM headers fill patient, sex, age, site, view)."""
+    from medcbm.data.importers import import_folder
+    from medcbm.data.manifest import SkipLog, manifest_summary, save_manifest
+
+    skips = SkipLog() if skip_bad else None
+    m = import_folder(folder, labels_csv=labels_csv, image_col=image_col, label_col=label_col, skips=skips)
+    save_manifest(m, out)
+    if skips is not None and len(skips):
+        skips.write(out.with_suffix(".skipped.json"))
+        console.print(f"[yellow]{len(skips)} files skipped[/yellow], listed in {out.with_suffix('.skipped.json')}")
+    console.print(f"wrote {out}: {manifest_summary(m)}")
+
+
+@app.command("validate")
+def validate_cmd(
+    manifest: Path = typer.Argument(..., help="manifest .csv/.parquet"),
+    decode: bool = typer.Option(False, "--decode", help="also decode every image (finds corrupt files)"),
+) -> None:
+    """Check columns, ids, files (and optionally that every image decodes)."""
+    from medcbm.data.manifest import load_manifest, manifest_summary
+    from medcbm.data.transforms import load_image
+
+    m = load_manifest(manifest).check_files()
+    if decode:
+        for p in m.image_paths():
+            load_image(str(p))
+    console.print(f"[green]ok[/green] {manifest}: {manifest_summary(m)}")

@@ -1,0 +1,53 @@
+"""Benchmark commands registered on ``medcbm bench``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def register_bench(bench_app: typer.Typer) -> None:
+    """Attach ``bench shift`` and ``bench features``."""
+
+    @bench_app.command("shift")
+    def bench_shift(
+        protocol: str = typer.Option("ham10000-site-confounded", "--protocol", "-p", help="shipped protocol name or YAML path"),
+        seeds: int = typer.Option(5, "--seeds", help="number of seeds (the protocol's first N)"),
+        json_path: Path = typer.Option(Path("runs/bench/shift.json"), "--json", help="where to write the results"),
+        methods: Optional[List[str]] = typer.Option(None, "--method", "-m", help="methods to run (default: all registered)"),
+        data_root: Optional[Path] = typer.Option(None, "--data-root"),
+        cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
+    ) -> None:
+        """ID/OOD accuracy, gap and avg for every method on a shift protocol (mean ± std over seeds)."""
+        from medcbm._io import atomic_write_json
+        from medcbm.evaluation.methods import list_methods
+        from medcbm.evaluation.shift import markdown_table, run_shift_benchmark
+
+        res = run_shift_benchmark(protocol, methods=methods or list_methods(), seeds=seeds, data_root=data_root,
+                                  cache_dir=cache_dir, out_dir=json_path.parent / f"{json_path.stem}_run")
+        atomic_write_json(json_path, res)
+        console.print(markdown_table(res))
+        console.print(f"wrote {json_path}")
+
+    @bench_app.command("features")
+    def bench_features_cmd(
+        json_path: Path = typer.Option(Path("runs/bench/features.json"), "--json"),
+        backbone: str = typer.Option("efficientnet_lite0", "--backbone"),
+        n_images: int = typer.Option(512, "--n", help="images to time"),
+        batch_size: int = typer.Option(32, "--batch-size"),
+        data_root: Optional[Path] = typer.Option(None, "--data-root"),
+    ) -> None:
+        """Throughput of feature extraction (forward-only, naive, end-to-end) on HAM10000 images."""
+        from medcbm._io import atomic_write_json
+        from medcbm.data.importers import import_dataset
+        from medcbm.evaluation.bench_features import bench_features
+
+        res = bench_features(import_dataset("ham10000", data_root), backbone, n_images=n_images, batch_size=batch_size)
+        atomic_write_json(json_path, res)
+        console.print_json(data=res)
+        console.print(f"wrote {json_path}")

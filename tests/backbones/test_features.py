@@ -1,0 +1,53 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from medcbm.backbones.features import extract_features
+from medcbm.data.manifest import Manifest, SkipLog
+from medcbm.errors import DataError
+
+
+@pytest.fixture()
+def small(ham_manifest):
+    return ham_manifest.subset(range(24))
+
+
+def test_cache_hit_and_resume(tmp_path, small):
+    cache = tmp_path / "cache"
+    first = extract_features(small.subset(range(16)), cache_dir=cache, shard_size=8, batch_size=8, progress=False)
+    assert first.stats["extracted"] == 16 and first.X.shape == (16, 1280)
+    # a later, larger run only extracts what is new (as after an interruption)
+    full = extract_features(small, cache_dir=cache, shard_size=8, batch_size=8, progress=False)
+    assert full.stats["extracted"] == 8 and full.stats["from_cache"] == 16
+    np.testing.assert_allclose(full.X[:16], first.X, rtol=1e-5, atol=1e-5)
+    again = extract_features(small, cache_dir=cache, progress=False)
+    assert again.stats["extracted"] == 0
+    np.testing.assert_array_equal(again.X, full.X)
+    assert len(list((cache).rglob("shard-*.safetensors"))) == 3
+    # features differ between images (not a constant), and are finite
+    assert np.isfinite(full.X).all() and full.X.std(0).mean() > 0.01
+
+
+def test_renamed_copy_hits_cache_by_content(tmp_path, small):
+    cache = tmp_path / "cache"
+    extract_features(small.subset(range(2)), cache_dir=cache, progress=False)
+    src = small.image_path(0)
+    shutil.copy(src, tmp_path / "renamed.jpg")
+    m = Manifest(__import__("pandas").DataFrame({"id": ["r"], "image": ["renamed.jpg"], "label": ["nv"]}), tmp_path)
+    assert extract_features(m, cache_dir=cache, progress=False).stats["extracted"] == 0
+
+
+def test_bad_image_raises_with_row_or_is_skipped(tmp_path, small):
+    frame = small.frame.copy()
+    frame["image"] = [str(p) for p in small.image_paths()]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(small.image_path(0).read_bytes()[:1500])
+    frame.loc[5, "image"] = str(bad)
+    m = Manifest(frame, tmp_path)
+    with pytest.raises(DataError, match=r"broken.jpg, manifest row 6, field 'image'"):
+        extract_features(m, progress=False, num_workers=0)
+    skips = SkipLog()
+    out = extract_features(m, progress=False, skips=skips, num_workers=1)
+    assert len(out.manifest) == 23 and out.X.shape[0] == 23 and len(skips) == 1
+    assert frame.loc[5, "id"] not in out.ids and skips.items[0].row == 6
