@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from medcbm.errors import MedcbmError
 
@@ -45,12 +46,13 @@ def quickstart(
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="datasets folder (default: $MEDCBM_DATA, then ../shared/data)"),
     run_dir: Path = typer.Option(Path("runs/quickstart"), "--run-dir", help="where the manifest, features and metrics go"),
     seeds: int = typer.Option(5, "--seeds", help="seeds of the confounded HAM10000 protocol"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="feature cache (default: RUN_DIR/features)"),
 ) -> None:
     """Run the whole pipeline on the shared HAM10000 and print the ID/OOD table."""
     from medcbm.evaluation.shift import markdown_table
     from medcbm.quickstart import run_quickstart
 
-    res = run_quickstart(data_root=data_root, run_dir=run_dir, seeds=seeds)
+    res = run_quickstart(data_root=data_root, run_dir=run_dir, seeds=seeds, cache_dir=cache_dir)
     Console().print(markdown_table(res))
     Console().print(f"run directory: {run_dir} (metrics.json, metrics.md, manifest.csv, features/)")
 
@@ -79,7 +81,8 @@ def main() -> None:
     try:
         app()
     except MedcbmError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        # escape: messages contain "[file ..., manifest row N]", which rich would eat as markup
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         Console(stderr=True).print("[yellow]interrupted[/yellow] (completed work is kept; rerun to resume)")

@@ -21,12 +21,14 @@ def run_quickstart(
     run_dir: str | os.PathLike = "runs/quickstart",
     seeds: int = 5,
     methods: list[str] | None = None,
+    cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict:
     """Import HAM10000, extract (cached) features, run every registered method on the confounded protocol.
 
     Writes into ``run_dir``: ``manifest.csv``, ``features/`` (cache), ``splits.json``, ``metrics.json``,
-    ``metrics.md`` and ``quickstart.json`` (what ran, how long).
+    ``metrics.md`` and ``quickstart.json`` (what ran, how long). ``cache_dir`` overrides where features
+    are cached (default ``run_dir/features``), e.g. to share one cache between runs.
 
     Returns:
         The shift-benchmark results.
@@ -39,7 +41,7 @@ def run_quickstart(
     run.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     res = run_shift_benchmark(PROTOCOL, methods=methods or list_methods(), seeds=seeds, data_root=root,
-                              cache_dir=run / "features", out_dir=run, progress=progress)
+                              cache_dir=Path(cache_dir) if cache_dir else run / "features", out_dir=run, progress=progress)
     atomic_write_json(run / "quickstart.json", {"data_root": str(root), "protocol": PROTOCOL, "seeds": res["seeds"],
                                                 "methods": list(res["methods"]), "seconds": round(time.perf_counter() - t0, 1)})
     return res
