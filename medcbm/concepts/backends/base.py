@@ -74,6 +74,7 @@ class Backend(ABC):
 
     name: str = ""
     model: str = ""
+    can_judge: bool = False  # True when :meth:`judge` answers yes/no questions (LLM backends)
 
     @abstractmethod
     def propose(self, request: ProposalRequest) -> Proposal:

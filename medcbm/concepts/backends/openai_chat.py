@@ -113,6 +113,8 @@ class OpenAIChatBackend(Backend):
         cache_dir: response cache folder (``None``: no caching).
     """
 
+    can_judge = True
+
     def __init__(self, base_url: str = "http://127.0.0.1:8000/v1", model: str = "default", *, api_key: str | None = None,
                  timeout: float = 60.0, max_retries: int = 3, backoff: float = 1.0, max_tokens: int = 512,
                  temperature: float = 0.0, json_mode: bool = False, cache_dir: str | os.PathLike | None = None,
