@@ -22,6 +22,8 @@ app.add_typer(bench_app, name="bench")
 
 # --- sub-apps owned by subpackages (each registers its own commands) -----------------------------
 # (keep this block sorted; one line per subpackage)
+from medcbm.concepts.cli import app as concepts_app  # noqa: E402
+app.add_typer(concepts_app, name="concepts")
 
 
 @app.callback()

@@ -60,11 +60,12 @@ class CandidateFilter:
     """
 
     def __init__(self, classes: Sequence[ClassSpec], embed: EmbedFn, *, dedup_threshold: float = 0.9,
-                 min_words: int = 1, max_words: int = 6):
+                 min_words: int = 1, max_words: int = 6, exclude_categories: Sequence[str] = ()):
         self.classes = list(classes)
         self.embed = embed
         self.threshold = dedup_threshold
         self.min_words, self.max_words = min_words, max_words
+        self.exclude_categories = {c.lower() for c in exclude_categories}
         self.names: list[str] = []
         self.ids: set[str] = set()
         self._vecs: np.ndarray | None = None
@@ -88,6 +89,8 @@ class CandidateFilter:
         cls = names_class(cand.name, self.classes)
         if cls:
             return "names_class", f"names class {cls}"
+        if cand.category.lower() in self.exclude_categories:
+            return "confounder_category", f"vocabulary category '{cand.category}' describes acquisition, not disease"
         if cand.visual is False:
             return "not_visual", "marked non-visual by the vocabulary or the backend"
         if slugify(cand.name) in self.ids:

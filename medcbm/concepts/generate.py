@@ -47,6 +47,10 @@ class StoreRetriever:
     def search(self, query: str, *, k: int, exclude_doc_ids: set[str] | None = None) -> list:
         return self.store.search(query, k=k, mode=self.mode, exclude_doc_ids=set(exclude_doc_ids or ()), where=self.where)
 
+    def search_batch(self, queries: Sequence[str], *, k: int) -> list[list]:
+        """Top-``k`` passages for each query (one embedding pass)."""
+        return self.store.search_batch(list(queries), k=k, mode=self.mode, where=self.where)
+
     @property
     def identity(self) -> dict[str, str]:
         """Store location, corpus hash and embedder (recorded in every concept's provenance)."""
@@ -104,7 +108,8 @@ def generate_bank(retriever: Retriever, backend: Backend, config: GenerationConf
     used: set[str] = set(state["used_docs"])
     done: list[str] = list(state["done_queries"])
     filt = CandidateFilter(config.classes, embed or embed_minilm, dedup_threshold=config.dedup_threshold,
-                           min_words=config.min_words, max_words=config.max_words)
+                           min_words=config.min_words, max_words=config.max_words,
+                           exclude_categories=config.exclude_categories)
     filt.seed([c.name for c in concepts])
 
     def save() -> None:

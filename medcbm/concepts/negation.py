@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 
 # Triggers that negate what follows them in the clause (longest first so "no evidence of" wins over "no").
@@ -44,12 +45,18 @@ class Mention:
     surface: str = ""
 
 
+@lru_cache(maxsize=65536)
 def _term_pattern(term: str) -> re.Pattern[str]:
     # whole-word, case-insensitive; hyphens/spaces interchangeable ("blue-white" == "blue white"),
     # optional plural s/es on the last word
     words = [re.escape(w) for w in re.split(r"[\s\-]+", term.strip()) if w]
     body = r"[\s\-]+".join(words)
     return re.compile(rf"(?<![\w-]){body}(?:e?s)?(?![\w-])", re.I)
+
+
+@lru_cache(maxsize=65536)
+def _first_word(term: str) -> str:
+    return re.split(r"[\s\-]+", term.strip().lower(), maxsplit=1)[0]
 
 
 def _trigger_pattern(triggers: Sequence[str]) -> re.Pattern[str]:
@@ -123,8 +130,11 @@ def find_mentions(text: str, terms: Iterable[str] | Mapping[str, Sequence[str]])
     else:
         variants = [(t, t) for t in terms if t and t.strip()]
     clauses = clause_spans(text)
+    low = text.lower()
     hits: list[Mention] = []
     for canon, variant in variants:
+        if _first_word(variant) not in low:  # cheap pre-check before the regex
+            continue
         for m in _term_pattern(variant).finditer(text):
             clause = next(((s, e) for s, e in clauses if s <= m.start() < e), (0, len(text)))
             hits.append(Mention(canon, m.start(), m.end(), _is_negated(text, clause, m.start(), m.end()), m.group(0)))

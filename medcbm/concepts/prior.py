@@ -23,32 +23,44 @@ MAX_EVIDENCE = 3
 class Retriever(Protocol):
     """What the generation loop and the prior need from a knowledge store."""
 
-    def search(self, query: str, *, k: int, exclude_doc_ids: set[str] | None = None) -> list: ...
+    def search(self, query: str, *, k: int, exclude_doc_ids: set[str] | None = None) -> list:
+        """Top-``k`` passages for ``query`` from documents not in ``exclude_doc_ids``."""
 
 
-def clause_evidence(text: str, class_terms: Sequence[str], concept_terms: Sequence[str]) -> list[tuple[int, str]]:
-    """``(polarity, clause)`` for each clause of ``text`` mentioning the class (affirmed) and the concept."""
+def clause_evidence(text: str, cls: ClassSpec, concept_terms: Sequence[str],
+                    classes: Sequence[ClassSpec] = ()) -> list[tuple[int, float, str]]:
+    """``(polarity, weight, clause)`` for each clause of ``text`` that affirms the class and mentions the concept.
+
+    The weight is 1 / (number of classes the clause mentions): "X occurs in A, B and C" is weaker
+    evidence for A than "A shows X".
+    """
+    others = {c.key: c.terms for c in classes if c.key != cls.key}
     out = []
     for s, e in clause_spans(text):
         clause = text[s:e]
-        if not any(not m.negated for m in find_mentions(clause, list(class_terms))):
+        if not any(not m.negated for m in find_mentions(clause, cls.terms)):
             continue
         for m in find_mentions(clause, list(concept_terms)):
-            out.append((-1 if m.negated else 1, clause.strip()))
+            n_cls = 1 + len({x.term for x in find_mentions(clause, others) if not x.negated}) if others else 1
+            out.append((-1 if m.negated else 1, 1.0 / n_cls, clause.strip()))
             break
     return out
 
 
-def retrieval_association(concept: Concept, cls: ClassSpec, passages: Sequence) -> ClassAssociation:
-    """Prior for one (class, concept) pair from negation-aware evidence in ``passages``."""
+def retrieval_association(concept: Concept, cls: ClassSpec, passages: Sequence,
+                          classes: Sequence[ClassSpec] = (), min_score: float = 0.5) -> ClassAssociation:
+    """Prior for one (class, concept) pair from negation-aware evidence in ``passages``.
+
+    +1 when the weighted sum of affirmed minus negated clauses reaches ``min_score``, −1 when it is at
+    most −``min_score``, else 0.
+    """
     ev: list[Evidence] = []
-    pos = neg = 0
+    score = 0.0
     for p in passages:
-        for pol, clause in clause_evidence(p.text, cls.terms, concept.terms):
-            pos += pol > 0
-            neg += pol < 0
+        for pol, w, clause in clause_evidence(p.text, cls, concept.terms, classes):
+            score += pol * w
             ev.append(Evidence(doc_id=p.doc_id, chunk_id=getattr(p, "chunk_id", ""), sentence=clause, polarity=pol))
-    prior = 1 if pos > neg else -1 if neg > pos else 0
+    prior = 1 if score >= min_score else -1 if score <= -min_score else 0
     keep = [e for e in ev if e.polarity == prior][:MAX_EVIDENCE] if prior else ev[:MAX_EVIDENCE]
     return ClassAssociation(class_key=cls.key, prior=prior, method="retrieval", evidence=keep)
 
@@ -76,14 +88,17 @@ def compute_priors(concepts: Sequence[Concept], classes: Sequence[ClassSpec], re
     """
     if method not in {"retrieval", "llm"}:
         raise ValueError(f"unknown prior method {method!r} (retrieval, llm)")
+    queries = [f"{c.name} {cls.name}" for c in concepts for cls in classes]
+    batch = getattr(retriever, "search_batch", None)
+    results = batch(queries, k=k) if batch else [retriever.search(q, k=k, exclude_doc_ids=None) for q in queries]
     out = []
-    for c in concepts:
+    for i, c in enumerate(concepts):
         assocs = []
-        for cls in classes:
-            passages = retriever.search(f"{c.name} {cls.name}", k=k, exclude_doc_ids=None)
+        for j, cls in enumerate(classes):
+            passages = results[i * len(classes) + j]
             if method == "llm" and backend is not None:
                 assocs.append(llm_association(c, cls, passages, backend))
             else:
-                assocs.append(retrieval_association(c, cls, passages))
+                assocs.append(retrieval_association(c, cls, passages, classes))
         out.append(c.model_copy(update={"classes": assocs}))
     return out

@@ -150,6 +150,8 @@ class GenerationConfig(_Strict):
     min_words: int = Field(default=1, ge=1)
     max_words: int = Field(default=6, ge=1)
     where: dict[str, str] = Field(default_factory=dict)
+    # vocabulary categories that describe acquisition rather than disease (site/device shortcuts)
+    exclude_categories: list[str] = Field(default_factory=lambda: ["acquisition", "artefact", "device", "view", "quality"])
 
 
 class ConceptBank(_Strict):
