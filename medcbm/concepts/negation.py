@@ -31,7 +31,11 @@ POST_TRIGGERS: tuple[str, ...] = (
     "resolved",
 )
 # Clause boundaries: punctuation that ends a sentence or clause, and contrastive conjunctions.
-_CLAUSE_END = re.compile(r"[.;:!?\n]|\b(?:but|however|although|though|whereas|except|while|which)\b", re.I)
+# NegEx termination terms ("suggesting", "consistent with", "residual") also close a trigger's scope.
+_CLAUSE_END = re.compile(
+    r"[.;:!?\n]|\b(?:but|however|although|though|whereas|except|while|which|suggesting|suggestive of|"
+    r"consistent with|compatible with|indicating|secondary to|due to|apart from|aside from|residual|remaining|"
+    r"persistent|persisting)\b", re.I)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import logging
 from typing import Protocol, Sequence
 
 from medcbm.concepts.backends.base import Backend
-from medcbm.concepts.negation import clause_spans, find_mentions
+from medcbm.concepts.negation import find_mentions, sentence_spans
 from medcbm.concepts.schema import ClassAssociation, ClassSpec, Concept, Evidence
 
 logger = logging.getLogger(__name__)
@@ -29,14 +29,15 @@ class Retriever(Protocol):
 
 def clause_evidence(text: str, cls: ClassSpec, concept_terms: Sequence[str],
                     classes: Sequence[ClassSpec] = ()) -> list[tuple[int, float, str]]:
-    """``(polarity, weight, clause)`` for each clause of ``text`` that affirms the class and mentions the concept.
+    """``(polarity, weight, sentence)`` for each sentence of ``text`` that affirms the class and mentions the concept.
 
-    The weight is 1 / (number of classes the clause mentions): "X occurs in A, B and C" is weaker
-    evidence for A than "A shows X".
+    Negation is decided per clause (see :mod:`medcbm.concepts.negation`). The weight is
+    1 / (number of classes the sentence mentions): "X occurs in A, B and C" is weaker evidence for A
+    than "A shows X".
     """
     others = {c.key: c.terms for c in classes if c.key != cls.key}
     out = []
-    for s, e in clause_spans(text):
+    for s, e in sentence_spans(text):
         clause = text[s:e]
         if not any(not m.negated for m in find_mentions(clause, cls.terms)):
             continue
