@@ -50,16 +50,13 @@ def test_strict_ingest_fails_before_writing(tmp_path, mixed_dir):
         ingest_paths(store, [mixed_dir / "bad.txt"], skip_bad=True)
 
 
-def test_build_default_store_reuses_when_up_to_date(tmp_path):
-    from tests.knowledge.conftest import require
-
-    require(any(CORPUS.glob("*.jsonl")), "knowledge/corpus/*.jsonl is missing")
+def test_build_default_store_reuses_when_up_to_date(default_store):
     n_passages = sum(1 for f in CORPUS.glob("*.jsonl") for line in f.read_text().splitlines() if line.strip())
-    store = build_default_store(tmp_path / "kb")
+    store = default_store
     assert len(store) >= n_passages * 0.9  # long passages may give 2 chunks, duplicates none
     h = store.corpus_hash
     manifest_mtime = store.manifest_path.stat().st_mtime_ns
-    again = build_default_store(tmp_path / "kb")
+    again = build_default_store(store.location)
     assert again.corpus_hash == h and again.manifest_path.stat().st_mtime_ns == manifest_mtime
     assert {p.source for p in again.search("atypical pigment network", k=5)} == {"medcbm-starter"}
 
