@@ -130,12 +130,12 @@ class KnowledgeStore:
         }
 
     # --- writing (used by medcbm.knowledge.ingest) ----------------------------------------------------
-    def existing_hashes(self, ids: list[str]) -> dict[str, str]:
-        """``chunk id -> text_hash`` for those of ``ids`` already stored."""
-        out: dict[str, str] = {}
+    def existing_metadata(self, ids: list[str]) -> dict[str, dict]:
+        """``chunk id -> stored metadata`` for those of ``ids`` already stored."""
+        out: dict[str, dict] = {}
         for i in range(0, len(ids), _PAGE):
             got = self.collection.get(ids=ids[i:i + _PAGE], include=["metadatas"])
-            out.update({cid: m.get("text_hash", "") for cid, m in zip(got["ids"], got["metadatas"])})
+            out.update(zip(got["ids"], got["metadatas"]))
         return out
 
     def chunk_ids_of(self, doc_ids: list[str]) -> list[str]:
