@@ -23,7 +23,10 @@ app.add_typer(bench_app, name="bench")
 # --- sub-apps owned by subpackages (each registers its own commands) -----------------------------
 # (keep this block sorted; one line per subpackage)
 from medcbm.concepts.cli import app as concepts_app  # noqa: E402
+from medcbm.knowledge.cli import app as knowledge_app, register_bench as _knowledge_bench  # noqa: E402
+
 app.add_typer(concepts_app, name="concepts")
+app.add_typer(knowledge_app, name="knowledge"); _knowledge_bench(bench_app)  # noqa: E702
 
 
 @app.callback()

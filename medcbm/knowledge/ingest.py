@@ -102,7 +102,7 @@ def add_documents(store, docs: Iterable[Document], *, summary: IngestSummary | N
             texts.append(text)
             metas.append(meta)
     summary.chunks += len(ids)
-    existing = store.existing_hashes(ids) if len(store) else {}
+    existing = store.existing_metadata(ids) if len(store) else {}
     # identical text stored under another id (another document) is a duplicate, not a new chunk
     if len(store):
         for i in range(0, len(ids), 500):
@@ -114,7 +114,8 @@ def add_documents(store, docs: Iterable[Document], *, summary: IngestSummary | N
                     seen_hash[m["text_hash"]] = ""  # mark: drop below
     keep = [i for i in range(len(ids)) if seen_hash[metas[i]["text_hash"]] == ids[i]]
     summary.duplicates += len(ids) - len(keep)
-    todo = [i for i in keep if existing.get(ids[i]) != metas[i]["text_hash"]]
+    # unchanged = same text and same provenance: no need to embed or write it again
+    todo = [i for i in keep if existing.get(ids[i]) != metas[i]]
     summary.unchanged += len(keep) - len(todo)
     wanted = {ids[i] for i in keep}
     stale = [c for c in store.chunk_ids_of(list(doc_ids)) if c not in wanted] if len(store) else []

@@ -107,7 +107,8 @@ class KnowledgeStore:
             page = self.collection.get(include=list(include), limit=_PAGE, offset=offset)
             if not page["ids"]:
                 return
-            yield page["ids"], page.get("documents"), page.get("metadatas")
+            row = (page["ids"], page.get("documents"), page.get("metadatas"))
+            yield (*row, page.get("embeddings")) if "embeddings" in include else row
             offset += len(page["ids"])
 
     def stats(self) -> dict[str, Any]:
@@ -129,12 +130,12 @@ class KnowledgeStore:
         }
 
     # --- writing (used by medcbm.knowledge.ingest) ----------------------------------------------------
-    def existing_hashes(self, ids: list[str]) -> dict[str, str]:
-        """``chunk id -> text_hash`` for those of ``ids`` already stored."""
-        out: dict[str, str] = {}
+    def existing_metadata(self, ids: list[str]) -> dict[str, dict]:
+        """``chunk id -> stored metadata`` for those of ``ids`` already stored."""
+        out: dict[str, dict] = {}
         for i in range(0, len(ids), _PAGE):
             got = self.collection.get(ids=ids[i:i + _PAGE], include=["metadatas"])
-            out.update({cid: m.get("text_hash", "") for cid, m in zip(got["ids"], got["metadatas"])})
+            out.update(zip(got["ids"], got["metadatas"]))
         return out
 
     def chunk_ids_of(self, doc_ids: list[str]) -> list[str]:
@@ -169,6 +170,17 @@ class KnowledgeStore:
             manifest["inputs"] = dict(inputs) if replace_inputs else {**manifest.get("inputs", {}), **inputs}
         atomic_write_json(self.manifest_path, manifest)
         return corpus_hash
+
+    def copy_from(self, other: KnowledgeStore) -> set[str]:
+        """Upsert every chunk of ``other`` (same embedder) with its stored embedding: no re-embedding."""
+        if other.recorded_embedder != self.embedder_name:
+            raise ConfigError(f"cannot copy chunks embedded with '{other.recorded_embedder}' into a store "
+                              f"using '{self.embedder_name}'")
+        copied: set[str] = set()
+        for ids, docs, metas, embs in other.iter_all(include=("documents", "metadatas", "embeddings")):
+            self.collection.upsert(ids=ids, documents=docs, metadatas=metas, embeddings=embs)
+            copied.update(ids)
+        return copied
 
     # --- reading --------------------------------------------------------------------------------------
     def _check_queryable(self, mode: str, where: dict | None) -> None:

@@ -23,7 +23,7 @@ def require_bundled() -> None:
 
 @pytest.fixture(scope="session")
 def small_docs():
-    """~250 real documents: the starter corpus, 150 HPO terms incl. HPO_IDS, 60 OpenI reports."""
+    """Real documents: the starter corpus, ~65 HPO terms incl. HPO_IDS, 30 OpenI reports."""
     require_bundled()
     from medcbm.knowledge.readers import read_file
     from medcbm.knowledge.resources import iter_hpo, iter_openi
@@ -32,15 +32,26 @@ def small_docs():
     docs = [d for f in sorted(CORPUS.glob("*.jsonl")) for d in read_file(f)]
     hpo = list(iter_hpo())
     picked = [d for d in hpo if d.doc_id in HPO_IDS]
-    docs += picked + [d for d in itertools.islice(hpo, 150) if d not in picked]
-    docs += list(iter_openi(limit=60))
+    docs += picked + [d for d in itertools.islice(hpo, 60) if d not in picked]
+    docs += list(iter_openi(limit=30))
     return docs
 
 
 @pytest.fixture(scope="session")
-def small_store(tmp_path_factory, small_docs):
+def default_store(tmp_path_factory):
+    """``build_default_store`` on the starter corpus (embedded once per session)."""
+    from medcbm.knowledge import build_default_store
+
+    require(CORPUS.is_dir() and any(CORPUS.glob("*.jsonl")), "knowledge/corpus/*.jsonl is missing")
+    return build_default_store(tmp_path_factory.mktemp("kb") / "default")
+
+
+@pytest.fixture(scope="session")
+def small_store(tmp_path_factory, small_docs, default_store):
+    """Starter corpus (copied with its embeddings) + the HPO and OpenI documents of ``small_docs``."""
     from medcbm.knowledge import add_documents, open_store
 
     store = open_store(tmp_path_factory.mktemp("kb") / "store")
-    add_documents(store, small_docs)
+    store.copy_from(default_store)
+    add_documents(store, [d for d in small_docs if d.source != "medcbm-starter"])
     return store

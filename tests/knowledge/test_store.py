@@ -67,6 +67,9 @@ def test_changed_document_replaces_its_chunks(tmp_path):
     add_documents(store, [Document("df-1", "Updated. " * 3 + text, title="DF", source="t")])
     (p,) = store.search("scar-like patch", k=5, mode="bm25")
     assert len(store) == 1 and p.text.startswith("Updated.") and p.start == 0
+    s = add_documents(store, [Document("df-1", "Updated. " * 3 + text, title="Dermatofibroma", source="t")])
+    (p,) = store.search("scar-like patch", k=5, mode="dense")
+    assert s.added == 1 and p.title == "Dermatofibroma" and len(store) == 1
 
 
 def test_identical_passages_deduplicated(tmp_path):
