@@ -47,8 +47,10 @@ def generate(
     cfg = GenerationConfig(classes=cls, modality=modality, target_size=target_size, k=k, backend=backend,
                            model=be.model, base_url=base_url, store=str(store), corpus_hash=kb.corpus_hash,
                            embedder=kb.embedder_name or "", where={} if all_modalities else {"modality": modality})
-    bank = build_bank(kb, cfg, backend=be, state_path=out.with_suffix(".state.json"), name=name)
+    state = out.with_suffix(".state.json")
+    bank = build_bank(kb, cfg, backend=be, state_path=state, name=name)
     save_bank(bank, out)
+    state.unlink(missing_ok=True)  # the run is complete; the state file only serves interrupted runs
     Console().print(f"wrote {out}: {len(bank.concepts)} concepts, {len(bank.rejected)} rejected candidates "
                     f"(stopped: {bank.stats.get('stopped')})")
 
@@ -100,3 +102,14 @@ def prior(bank_path: Path = typer.Argument(..., help="Bank JSON."),
             for a in c.classes:
                 for e in a.evidence:
                     con.print(f"{c.id} / {a.class_key} ({e.polarity:+d}) [{e.doc_id}] {e.sentence}", highlight=False)
+
+
+@app.command()
+def quality(bank_path: Path = typer.Argument(..., help="Bank JSON.")) -> None:
+    """Print size, provenance completeness, duplicate rate and grounding coverage as JSON."""
+    import json
+
+    from medcbm.concepts.quality import bank_quality
+    from medcbm.concepts.schema import load_bank
+
+    typer.echo(json.dumps(bank_quality(load_bank(bank_path)), indent=2))

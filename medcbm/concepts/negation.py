@@ -21,14 +21,14 @@ PRE_TRIGGERS: tuple[str, ...] = (
     "no evidence of", "no sign of", "no signs of", "negative for", "free of", "absence of", "absent",
     "without", "ruled out", "rules out", "rule out", "not seen", "not", "no", "nor", "lacks", "lack of",
     "lacking", "denies", "denied", "never", "cannot be seen", "unremarkable for", "resolution of",
-    "resolved",
+    "resolved", "rarely", "seldom", "unlike", "argue against", "argues against",
 )
 # Triggers that negate what precedes them in the clause.
 POST_TRIGGERS: tuple[str, ...] = (
     "is absent", "are absent", "was absent", "were absent", "absent", "was ruled out", "were ruled out",
     "is ruled out", "ruled out", "not seen", "not present", "is not present", "are not present",
     "not identified", "not visible", "is rare", "are rare", "unlikely", "has resolved", "have resolved",
-    "resolved",
+    "resolved", "uncommon", "unusual", "rare", "argue for another", "argues for another",
 )
 # Clause boundaries: punctuation that ends a sentence or clause, and contrastive conjunctions.
 # NegEx termination terms ("suggesting", "consistent with", "residual") also close a trigger's scope.
