@@ -27,7 +27,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def big_bank(store):
-    cfg = _config(store, target_size=40, k=8)
+    cfg = _config(store, target_size=40, k=8, max_queries=25)
     return generate_bank(StoreRetriever(store, where={"modality": "dermoscopy"}), get_backend("extractive"), cfg)
 
 
@@ -74,7 +74,7 @@ def test_prior_from_negation_aware_evidence(store, big_bank):
 
 def test_resume_after_interruption_gives_the_same_bank(store, tmp_path):
     retr = StoreRetriever(store, where={"modality": "dermoscopy"})
-    cfg = _config(store, target_size=16, max_per_query=3)
+    cfg = _config(store, target_size=10, max_per_query=2)
     full = generate_bank(retr, get_backend("extractive"), cfg)
 
     class Crash(Exception):

@@ -69,9 +69,9 @@ def llm_url(tmp_path_factory):
 @pytest.mark.slow
 def test_real_server_proposals_are_validated_and_cached(llm_url, tmp_path):
     llm_url, model = llm_url
-    passages = _passages(_first_ids(2, "derm-bcc"))
-    req = ProposalRequest("basal cell carcinoma dermoscopy", passages, CLASSES, "dermoscopy", max_candidates=3)
-    be = get_backend("openai", base_url=llm_url, model=model, max_tokens=48, timeout=120, cache_dir=tmp_path)
+    passages = _passages(_first_ids(1, "derm-bcc"))
+    req = ProposalRequest("basal cell carcinoma dermoscopy", passages, CLASSES, "dermoscopy", max_candidates=2)
+    be = get_backend("openai", base_url=llm_url, model=model, max_tokens=32, timeout=120, cache_dir=tmp_path)
     prop = be.propose(req)
     assert be.n_requests == 1 and len(list(tmp_path.rglob("*.json"))) == 1
     assert prop.generator.backend == "openai" and prop.generator.model == model and prop.generator.prompt_hash
@@ -82,7 +82,7 @@ def test_real_server_proposals_are_validated_and_cached(llm_url, tmp_path):
         assert c.reference in next(p.text for p in passages if p.doc_id == c.doc_id)
     assert all(r.reason in REASONS and r.backend == "openai" and r.query == req.query for r in prop.rejected)
     # a second run is answered from the cache: no request, same result
-    again = get_backend("openai", base_url=llm_url, model=model, max_tokens=48, timeout=120, cache_dir=tmp_path)
+    again = get_backend("openai", base_url=llm_url, model=model, max_tokens=32, timeout=120, cache_dir=tmp_path)
     assert again.propose(req) == prop and again.n_requests == 0 and again.cache.hits == 1
 
 
