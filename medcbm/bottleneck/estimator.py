@@ -1,0 +1,130 @@
+"""``KnowledgeCBM``: image features -> concept probabilities -> knowledge-constrained linear layer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+import numpy as np
+
+from medcbm.bottleneck.trainer import BottleneckConfig, FittedBottleneck, fit_bottleneck
+from medcbm.concepts.grounding.base import ConceptGrounder, check_features
+from medcbm.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+
+def prior_matrix(prior: Mapping[str, Mapping[str, float]] | np.ndarray | None, classes: list[str],
+                 concepts: list[str]) -> np.ndarray | None:
+    """Align a class -> concept -> {-1, 0, +1} prior to ``(len(classes), len(concepts))``.
+
+    Concepts absent from the prior get 0 (no knowledge); classes the model does not have are an error.
+    """
+    if prior is None:
+        return None
+    if isinstance(prior, np.ndarray):
+        if prior.shape != (len(classes), len(concepts)):
+            raise ConfigError(f"prior matrix has shape {prior.shape}, expected ({len(classes)}, {len(concepts)})")
+        return prior.astype(np.float32)
+    unknown = sorted(set(prior) - set(classes))
+    if unknown:
+        raise ConfigError(f"prior references unknown classes {unknown}; the model's classes are {classes}. "
+                          "Fix the class names in the concept bank or the label map.")
+    M = np.zeros((len(classes), len(concepts)), np.float32)
+    for i, c in enumerate(classes):
+        for j, k in enumerate(concepts):
+            v = float(prior.get(c, {}).get(k, 0.0))
+            if v not in (-1.0, 0.0, 1.0):
+                raise ConfigError(f"prior[{c}][{k}] = {v}; priors must be -1, 0 or +1")
+            M[i, j] = v
+    missing = [k for k in concepts if not any(k in prior.get(c, {}) for c in classes)]
+    if missing:
+        logger.info("prior has no entry for concepts %s (treated as 0)", missing)
+    return M
+
+
+class KnowledgeCBM:
+    """A concept bottleneck model with a fitted concept grounder and a KnoBo-prior linear layer.
+
+    Args:
+        grounder: fitted :class:`ConceptGrounder` (e.g. PH2 probes, transferred).
+        classes: class names, in label-index order.
+        prior: class -> concept -> ±1/0, or a matrix aligned to ``grounder.concept_names_``.
+        config: bottleneck hyper-parameters.
+        concepts: restrict the bottleneck to these grounder concepts (default: all kept ones).
+
+    Attributes (after ``fit``): ``W_`` ``(C, K)``, ``b_``, ``concept_names_``, ``prior_`` ``(C, K)``, ``fit_info_``.
+    """
+
+    def __init__(self, grounder: ConceptGrounder, *, classes: list[str], prior=None,
+                 config: BottleneckConfig | None = None, concepts: list[str] | None = None):
+        self.grounder, self.classes, self.prior = grounder, list(classes), prior
+        self.config = config or BottleneckConfig()
+        self.concepts = concepts
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"grounder": self.grounder, "classes": self.classes, "prior": self.prior,
+                "config": self.config, "concepts": self.concepts}
+
+    def _concept_index(self) -> np.ndarray:
+        names = self.grounder.concept_names_
+        if self.concepts is None:
+            return np.arange(len(names))
+        missing = [c for c in self.concepts if c not in names]
+        if missing:
+            raise ConfigError(f"concepts {missing} are not produced by the grounder (it has {names})")
+        return np.array([names.index(c) for c in self.concepts])
+
+    def predict_concepts(self, X: np.ndarray) -> np.ndarray:
+        """Concept probabilities ``(n, K)`` in ``concept_names_`` order."""
+        return self.grounder.predict_concepts(check_features(X))[:, self._concept_index()]
+
+    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray) -> "KnowledgeCBM":
+        """Fit the bottleneck on backbone features (the grounder stays fixed)."""
+        y, y_val = np.asarray(y, int), np.asarray(y_val, int)
+        for name, yy in (("training", y), ("validation", y_val)):
+            present = np.unique(yy)
+            if len(present) < 2:
+                raise DataError(f"{name} labels contain a single class ({[self.classes[i] for i in present]}); "
+                                "a classifier needs at least two")
+            if yy.min() < 0 or yy.max() >= len(self.classes):
+                raise DataError(f"{name} labels must be in 0..{len(self.classes) - 1}")
+        counts = np.bincount(y, minlength=len(self.classes))
+        if counts.min() < 0.02 * counts.sum():
+            logger.warning("extreme class imbalance in training labels %s; using a class-balanced loss", counts.tolist())
+            self.config = self.config.model_copy(update={"class_balanced": True})
+        self.concept_names_ = [self.grounder.concept_names_[i] for i in self._concept_index()]
+        self.prior_ = prior_matrix(self.prior, self.classes, self.concept_names_)
+        P, Pv = self.predict_concepts(X), self.predict_concepts(X_val)
+        fb = fit_bottleneck(P, y, Pv, y_val, n_classes=len(self.classes), prior=self.prior_, cfg=self.config)
+        self._set_fitted(fb)
+        return self
+
+    def _set_fitted(self, fb: FittedBottleneck) -> None:
+        self.W_, self.b_ = fb.W, fb.b
+        self.p_mean_, self.p_scale_ = fb.mean, fb.scale
+        self.fit_info_ = {"epochs": fb.epochs, "val_loss": fb.val_loss}
+
+    def decision_function_from_concepts(self, P: np.ndarray) -> np.ndarray:
+        return ((P - self.p_mean_) / self.p_scale_) @ self.W_.T + self.b_
+
+    def predict_proba_from_concepts(self, P: np.ndarray) -> np.ndarray:
+        z = self.decision_function_from_concepts(P)
+        z = z - z.max(1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(1, keepdims=True)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba_from_concepts(self.predict_concepts(X))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba(X).argmax(1)
+
+    def score(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy."""
+        return float((self.predict(X) == np.asarray(y)).mean())
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-sample, per-class, per-concept contribution to the logit: ``(n, C, K)``."""
+        Z = (self.predict_concepts(X) - self.p_mean_) / self.p_scale_
+        return Z[:, None, :] * self.W_[None, :, :]
