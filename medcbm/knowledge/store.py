@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -183,16 +184,18 @@ class KnowledgeStore:
         return copied
 
     # --- reading --------------------------------------------------------------------------------------
-    def _check_queryable(self, mode: str, where: dict | None) -> None:
+    def _check_queryable(self, mode: str, where: dict | None) -> int:
         if mode not in MODES:
             raise ConfigError(f"unknown search mode '{mode}'; choose one of {', '.join(MODES)}")
-        if len(self) == 0:
+        n = len(self)
+        if n == 0:
             raise DataError(f"knowledge store {self.location} is empty; ingest documents first "
                             "(medcbm knowledge ingest PATH --store DIR)")
         self.check_embedder()
         for key in where or {}:
             if key not in FILTER_KEYS:
                 raise ConfigError(f"cannot filter on '{key}'; filter keys: {', '.join(FILTER_KEYS)}")
+        return n
 
     @property
     def lexical(self):
@@ -209,14 +212,15 @@ class KnowledgeStore:
             self.finalize()
         return self._lexical
 
-    def _dense(self, queries: list[str], n: int, where: dict | None, exclude: set[str]) -> list[list[Passage]]:
+    def _dense(self, queries: list[str], n: int, where: dict | None, exclude: set[str],
+               size: int) -> list[list[Passage]]:
         clauses = [{k: {"$in": list(v)} if isinstance(v, (list, tuple, set, frozenset)) else v}
                    for k, v in (where or {}).items()]
         if exclude:
             clauses.append({"doc_id": {"$nin": sorted(exclude)}})
         chroma_where = None if not clauses else clauses[0] if len(clauses) == 1 else {"$and": clauses}
         emb = self.embedder.encode(queries, batch_size=64)
-        res = self.collection.query(query_embeddings=emb, n_results=min(n, len(self)), where=chroma_where,
+        res = self.collection.query(query_embeddings=emb, n_results=min(n, size), where=chroma_where,
                                     include=["documents", "metadatas", "distances"])
         return [
             [meta_to_passage(cid, doc, meta, 1.0 - dist) for cid, doc, meta, dist in zip(*cols)]
@@ -245,14 +249,14 @@ class KnowledgeStore:
             DataError: the store is empty.  ConfigError: bad mode, filter key or mismatched embedder.
         """
         queries = list(queries)
-        self._check_queryable(mode, where)
+        size = self._check_queryable(mode, where)
         if k < 1:
             raise ConfigError(f"k must be >= 1 (got {k})")
         exclude = set(exclude_doc_ids or ())
         if not queries:
             return []
         n = max(k, candidates) if mode == "hybrid" else k
-        dense = self._dense(queries, n, where, exclude) if mode in ("dense", "hybrid") else None
+        dense = self._dense(queries, n, where, exclude, size) if mode in ("dense", "hybrid") else None
         if mode == "dense":
             return dense
         lexical = [self._bm25(q, n, where, exclude) for q in queries]
@@ -264,8 +268,8 @@ class KnowledgeStore:
             ranks = {"dense": {p.chunk_id: r for r, p in enumerate(d, 1)}, "bm25": {p.chunk_id: r for r, p in enumerate(b, 1)}}
             fused = rrf_fuse([[p.chunk_id for p in d], [p.chunk_id for p in b]])[:k]
             out.append([
-                meta_to_passage(cid, by_id[cid].text, _passage_meta(by_id[cid]), score,
-                                ranks={m: r[cid] for m, r in ranks.items() if cid in r})
+                replace(by_id[cid], score=score,
+                        metadata={**by_id[cid].metadata, "ranks": {m: r[cid] for m, r in ranks.items() if cid in r}})
                 for cid, score in fused
             ])
         return out
@@ -275,11 +279,6 @@ class KnowledgeStore:
                where: dict[str, Any] | None = None) -> list[Passage]:
         """Top-``k`` passages for one query (see :meth:`search_batch`)."""
         return self.search_batch([query], k, mode, exclude_doc_ids=exclude_doc_ids, where=where)[0]
-
-
-def _passage_meta(p: Passage) -> dict[str, Any]:
-    return {"doc_id": p.doc_id, "source": p.source, "title": p.title, "section": p.section, "license": p.license,
-            "modality": p.modality, "start": p.start, "end": p.end, "extra": json.dumps(p.metadata)}
 
 
 def _du(path: Path) -> int:
