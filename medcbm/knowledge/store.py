@@ -58,6 +58,7 @@ class KnowledgeStore:
         self.embedder_name: str = embedder_name or self.recorded_embedder or DEFAULT_EMBEDDER
         self._embedder = None
         self._lexical = None
+        self.last_ingest = None  # IngestSummary of the latest add_documents call in this process
 
     # --- bookkeeping --------------------------------------------------------------------------------
     @property
