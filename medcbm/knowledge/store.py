@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +32,7 @@ DEFAULT_EMBEDDER = "minilm"
 MODES = ("dense", "bm25", "hybrid")
 _CORE_META = ("doc_id", "source", "title", "section", "license", "modality", "start", "end", "text_hash", "extra")
 _PAGE = 5000
+_SIZE_TTL_S = 5.0
 
 
 def meta_to_passage(chunk_id: str, text: str, meta: dict[str, Any], score: float, **extra: Any) -> Passage:
@@ -59,6 +61,7 @@ class KnowledgeStore:
         self._embedder = None
         self._lexical = None
         self.last_ingest = None  # IngestSummary of the latest add_documents call in this process
+        self._size_cache: tuple[int, float] | None = None
 
     # --- bookkeeping --------------------------------------------------------------------------------
     @property
@@ -76,6 +79,13 @@ class KnowledgeStore:
 
     def __len__(self) -> int:
         return int(self.collection.count())
+
+    def _size(self) -> int:
+        """Chunk count for the query path, cached for a few seconds (``count()`` costs ~8 ms on sqlite)."""
+        now = time.monotonic()
+        if self._size_cache is None or now - self._size_cache[1] > _SIZE_TTL_S:
+            self._size_cache = (len(self), now)
+        return self._size_cache[0]
 
     def manifest(self) -> dict[str, Any]:
         """The JSON sidecar written after each successful ingest (``{}`` before the first)."""
@@ -164,6 +174,7 @@ class KnowledgeStore:
             self._lexical = LexicalIndex.build(ids, texts, metas, corpus_hash)
             self._lexical.save(self.lexical_dir)
         self.collection.modify(metadata={"embedder": self.embedder_name, "corpus_hash": corpus_hash})
+        self._size_cache = None
         self.recorded_embedder = self.embedder_name
         manifest = self.manifest()
         manifest.update({"embedder": self.embedder_name, "corpus_hash": corpus_hash, "n_chunks": len(ids),
@@ -188,7 +199,7 @@ class KnowledgeStore:
     def _check_queryable(self, mode: str, where: dict | None) -> int:
         if mode not in MODES:
             raise ConfigError(f"unknown search mode '{mode}'; choose one of {', '.join(MODES)}")
-        n = len(self)
+        n = self._size()
         if n == 0:
             raise DataError(f"knowledge store {self.location} is empty; ingest documents first "
                             "(medcbm knowledge ingest PATH --store DIR)")
@@ -221,12 +232,25 @@ class KnowledgeStore:
             clauses.append({"doc_id": {"$nin": sorted(exclude)}})
         chroma_where = None if not clauses else clauses[0] if len(clauses) == 1 else {"$and": clauses}
         emb = self.embedder.encode(queries, batch_size=64)
+        # ids + distances only: texts and provenance come from the in-memory chunk table of the BM25
+        # sidecar (fetching documents/metadatas from chroma's sqlite tripled the query time)
         res = self.collection.query(query_embeddings=emb, n_results=min(n, size), where=chroma_where,
-                                    include=["documents", "metadatas", "distances"])
-        return [
-            [meta_to_passage(cid, doc, meta, 1.0 - dist) for cid, doc, meta, dist in zip(*cols)]
-            for cols in zip(res["ids"], res["documents"], res["metadatas"], res["distances"])
-        ]
+                                    include=["distances"])
+        lex = self.lexical
+        missing = [c for ids in res["ids"] for c in ids if c not in lex.row_of]
+        extra = {}
+        if missing:  # written by another client since the sidecar was built
+            got = self.collection.get(ids=missing, include=["documents", "metadatas"])
+            extra = {c: (d, m) for c, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
+        out = []
+        for ids, dists in zip(res["ids"], res["distances"]):
+            row = []
+            for cid, dist in zip(ids, dists):
+                r = lex.row_of.get(cid)
+                text, meta = (lex.texts[r], lex.metas[r]) if r is not None else extra[cid]
+                row.append(meta_to_passage(cid, text, meta, 1.0 - dist))
+            out.append(row)
+        return out
 
     def _bm25(self, query: str, n: int, where: dict | None, exclude: set[str]) -> list[Passage]:
         lex = self.lexical
