@@ -147,6 +147,7 @@ def add_documents(store, docs: Iterable[Document], *, summary: IngestSummary | N
         store.finalize(inputs, replace_inputs=replace_all)
     summary.n_chunks_total = len(store)
     summary.seconds += time.perf_counter() - t0
+    store.last_ingest = summary
     return summary
 
 

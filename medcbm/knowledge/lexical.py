@@ -41,6 +41,7 @@ class LexicalIndex:
         self.bm25, self.ids, self.texts, self.metas, self.corpus_hash = bm25, ids, texts, metas, corpus_hash
         self.stopwords = _stopwords()
         self._columns: dict[str, np.ndarray] = {}
+        self.row_of: dict[str, int] = {cid: i for i, cid in enumerate(ids)}
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -30,6 +32,7 @@ DEFAULT_EMBEDDER = "minilm"
 MODES = ("dense", "bm25", "hybrid")
 _CORE_META = ("doc_id", "source", "title", "section", "license", "modality", "start", "end", "text_hash", "extra")
 _PAGE = 5000
+_SIZE_TTL_S = 5.0
 
 
 def meta_to_passage(chunk_id: str, text: str, meta: dict[str, Any], score: float, **extra: Any) -> Passage:
@@ -57,6 +60,8 @@ class KnowledgeStore:
         self.embedder_name: str = embedder_name or self.recorded_embedder or DEFAULT_EMBEDDER
         self._embedder = None
         self._lexical = None
+        self.last_ingest = None  # IngestSummary of the latest add_documents call in this process
+        self._size_cache: tuple[int, float] | None = None
 
     # --- bookkeeping --------------------------------------------------------------------------------
     @property
@@ -74,6 +79,13 @@ class KnowledgeStore:
 
     def __len__(self) -> int:
         return int(self.collection.count())
+
+    def _size(self) -> int:
+        """Chunk count for the query path, cached for a few seconds (``count()`` costs ~8 ms on sqlite)."""
+        now = time.monotonic()
+        if self._size_cache is None or now - self._size_cache[1] > _SIZE_TTL_S:
+            self._size_cache = (len(self), now)
+        return self._size_cache[0]
 
     def manifest(self) -> dict[str, Any]:
         """The JSON sidecar written after each successful ingest (``{}`` before the first)."""
@@ -162,6 +174,7 @@ class KnowledgeStore:
             self._lexical = LexicalIndex.build(ids, texts, metas, corpus_hash)
             self._lexical.save(self.lexical_dir)
         self.collection.modify(metadata={"embedder": self.embedder_name, "corpus_hash": corpus_hash})
+        self._size_cache = None
         self.recorded_embedder = self.embedder_name
         manifest = self.manifest()
         manifest.update({"embedder": self.embedder_name, "corpus_hash": corpus_hash, "n_chunks": len(ids),
@@ -183,16 +196,18 @@ class KnowledgeStore:
         return copied
 
     # --- reading --------------------------------------------------------------------------------------
-    def _check_queryable(self, mode: str, where: dict | None) -> None:
+    def _check_queryable(self, mode: str, where: dict | None) -> int:
         if mode not in MODES:
             raise ConfigError(f"unknown search mode '{mode}'; choose one of {', '.join(MODES)}")
-        if len(self) == 0:
+        n = self._size()
+        if n == 0:
             raise DataError(f"knowledge store {self.location} is empty; ingest documents first "
                             "(medcbm knowledge ingest PATH --store DIR)")
         self.check_embedder()
         for key in where or {}:
             if key not in FILTER_KEYS:
                 raise ConfigError(f"cannot filter on '{key}'; filter keys: {', '.join(FILTER_KEYS)}")
+        return n
 
     @property
     def lexical(self):
@@ -209,19 +224,33 @@ class KnowledgeStore:
             self.finalize()
         return self._lexical
 
-    def _dense(self, queries: list[str], n: int, where: dict | None, exclude: set[str]) -> list[list[Passage]]:
+    def _dense(self, queries: list[str], n: int, where: dict | None, exclude: set[str],
+               size: int) -> list[list[Passage]]:
         clauses = [{k: {"$in": list(v)} if isinstance(v, (list, tuple, set, frozenset)) else v}
                    for k, v in (where or {}).items()]
         if exclude:
             clauses.append({"doc_id": {"$nin": sorted(exclude)}})
         chroma_where = None if not clauses else clauses[0] if len(clauses) == 1 else {"$and": clauses}
         emb = self.embedder.encode(queries, batch_size=64)
-        res = self.collection.query(query_embeddings=emb, n_results=min(n, len(self)), where=chroma_where,
-                                    include=["documents", "metadatas", "distances"])
-        return [
-            [meta_to_passage(cid, doc, meta, 1.0 - dist) for cid, doc, meta, dist in zip(*cols)]
-            for cols in zip(res["ids"], res["documents"], res["metadatas"], res["distances"])
-        ]
+        # ids + distances only: texts and provenance come from the in-memory chunk table of the BM25
+        # sidecar (fetching documents/metadatas from chroma's sqlite tripled the query time)
+        res = self.collection.query(query_embeddings=emb, n_results=min(n, size), where=chroma_where,
+                                    include=["distances"])
+        lex = self.lexical
+        missing = [c for ids in res["ids"] for c in ids if c not in lex.row_of]
+        extra = {}
+        if missing:  # written by another client since the sidecar was built
+            got = self.collection.get(ids=missing, include=["documents", "metadatas"])
+            extra = {c: (d, m) for c, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
+        out = []
+        for ids, dists in zip(res["ids"], res["distances"]):
+            row = []
+            for cid, dist in zip(ids, dists):
+                r = lex.row_of.get(cid)
+                text, meta = (lex.texts[r], lex.metas[r]) if r is not None else extra[cid]
+                row.append(meta_to_passage(cid, text, meta, 1.0 - dist))
+            out.append(row)
+        return out
 
     def _bm25(self, query: str, n: int, where: dict | None, exclude: set[str]) -> list[Passage]:
         lex = self.lexical
@@ -245,14 +274,14 @@ class KnowledgeStore:
             DataError: the store is empty.  ConfigError: bad mode, filter key or mismatched embedder.
         """
         queries = list(queries)
-        self._check_queryable(mode, where)
+        size = self._check_queryable(mode, where)
         if k < 1:
             raise ConfigError(f"k must be >= 1 (got {k})")
         exclude = set(exclude_doc_ids or ())
         if not queries:
             return []
         n = max(k, candidates) if mode == "hybrid" else k
-        dense = self._dense(queries, n, where, exclude) if mode in ("dense", "hybrid") else None
+        dense = self._dense(queries, n, where, exclude, size) if mode in ("dense", "hybrid") else None
         if mode == "dense":
             return dense
         lexical = [self._bm25(q, n, where, exclude) for q in queries]
@@ -264,8 +293,8 @@ class KnowledgeStore:
             ranks = {"dense": {p.chunk_id: r for r, p in enumerate(d, 1)}, "bm25": {p.chunk_id: r for r, p in enumerate(b, 1)}}
             fused = rrf_fuse([[p.chunk_id for p in d], [p.chunk_id for p in b]])[:k]
             out.append([
-                meta_to_passage(cid, by_id[cid].text, _passage_meta(by_id[cid]), score,
-                                ranks={m: r[cid] for m, r in ranks.items() if cid in r})
+                replace(by_id[cid], score=score,
+                        metadata={**by_id[cid].metadata, "ranks": {m: r[cid] for m, r in ranks.items() if cid in r}})
                 for cid, score in fused
             ])
         return out
@@ -275,11 +304,6 @@ class KnowledgeStore:
                where: dict[str, Any] | None = None) -> list[Passage]:
         """Top-``k`` passages for one query (see :meth:`search_batch`)."""
         return self.search_batch([query], k, mode, exclude_doc_ids=exclude_doc_ids, where=where)[0]
-
-
-def _passage_meta(p: Passage) -> dict[str, Any]:
-    return {"doc_id": p.doc_id, "source": p.source, "title": p.title, "section": p.section, "license": p.license,
-            "modality": p.modality, "start": p.start, "end": p.end, "extra": json.dumps(p.metadata)}
 
 
 def _du(path: Path) -> int:
