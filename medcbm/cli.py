@@ -25,6 +25,7 @@ app.add_typer(bench_app, name="bench")
 
 # --- sub-apps owned by subpackages (each registers its own commands) -----------------------------
 # (keep this block sorted; one line per subpackage)
+from medcbm.bottleneck.cli import register as register_model_commands  # noqa: E402
 from medcbm.concepts.cli import app as concepts_app  # noqa: E402
 from medcbm.data.cli import app as data_app  # noqa: E402
 from medcbm.evaluation.cli import register_bench as register_eval_bench  # noqa: E402
@@ -35,6 +36,7 @@ app.add_typer(concepts_app, name="concepts")
 app.add_typer(data_app, name="data")
 app.add_typer(knowledge_app, name="knowledge")
 register_eval_bench(bench_app)
+register_model_commands(app)
 register_knowledge_bench(bench_app)
 
 

@@ -40,8 +40,28 @@ def run_quickstart(
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    res = run_shift_benchmark(PROTOCOL, methods=methods or list_methods(), seeds=seeds, data_root=root,
+    knowledge = knowledge_stage(run / "knowledge")
+    res = run_shift_benchmark(PROTOCOL, methods=methods or list_methods("ham10000"), seeds=seeds, data_root=root,
                               cache_dir=Path(cache_dir) if cache_dir else run / "features", out_dir=run, progress=progress)
     atomic_write_json(run / "quickstart.json", {"data_root": str(root), "protocol": PROTOCOL, "seeds": res["seeds"],
-                                                "methods": list(res["methods"]), "seconds": round(time.perf_counter() - t0, 1)})
+                                                "methods": list(res["methods"]), "knowledge": knowledge,
+                                                "seconds": round(time.perf_counter() - t0, 1)})
     return res
+
+
+def knowledge_stage(store_dir: Path) -> dict:
+    """Build (or reuse) the knowledge store from ``knowledge/corpus`` and load the shipped concept banks."""
+    from medcbm.concepts.schema import default_bank_path, load_bank
+    from medcbm.knowledge import build_default_store
+
+    store = build_default_store(store_dir)
+    hits = store.search("blue-whitish veil melanoma", k=3, mode="hybrid")
+    banks = {}
+    for modality, task in (("dermoscopy", "benign_malignant"), ("dermoscopy", "ham10000"), ("chest_xray", "covid")):
+        bank = load_bank(default_bank_path(modality, task))
+        grounded = sum(c.grounding.status == "annotation" for c in bank.concepts)
+        banks[f"{modality}/{task}"] = {"concepts": len(bank.concepts), "grounded": grounded}
+    logger.info("knowledge store: %d chunks; banks: %s", len(store), banks)
+    return {"store": str(store_dir), "chunks": len(store), "corpus_hash": store.corpus_hash,
+            "example_query": {"query": "blue-whitish veil melanoma", "top_doc_ids": [h.doc_id for h in hits]},
+            "banks": banks}

@@ -71,3 +71,15 @@ def dicom_file():
         return str(path)
 
     return get
+
+
+@pytest.fixture(scope="session")
+def ph2_features(ph2_manifest, feature_cache):
+    """Global efficientnet_lite0 features of the 200 PH2 images and their 0/1 concept annotations."""
+    from medcbm.backbones.features import extract_features
+    from medcbm.data.ph2_vocab import CONCEPT_PREFIX, PH2_CONCEPTS
+
+    X = extract_features(ph2_manifest, "efficientnet_lite0", cache_dir=feature_cache, progress=False).X
+    names = list(PH2_CONCEPTS)
+    C = ph2_manifest.frame[[CONCEPT_PREFIX + k for k in names]].to_numpy(float)
+    return X, C, names

@@ -79,8 +79,14 @@ class KnowledgeCBM:
         """Concept probabilities ``(n, K)`` in ``concept_names_`` order."""
         return self.grounder.predict_concepts(check_features(X))[:, self._concept_index()]
 
-    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray) -> "KnowledgeCBM":
-        """Fit the bottleneck on backbone features (the grounder stays fixed)."""
+    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
+            sample_weight: np.ndarray | None = None, val_weight: np.ndarray | None = None) -> "KnowledgeCBM":
+        """Fit the bottleneck on backbone features (the grounder stays fixed).
+
+        Args:
+            sample_weight, val_weight: optional per-sample weights, e.g. from
+                :func:`medcbm.bottleneck.weights.group_balance_weights` to undo a known nuisance correlation.
+        """
         y, y_val = np.asarray(y, int), np.asarray(y_val, int)
         for name, yy in (("training", y), ("validation", y_val)):
             present = np.unique(yy)
@@ -96,7 +102,8 @@ class KnowledgeCBM:
         self.concept_names_ = [self.grounder.concept_names_[i] for i in self._concept_index()]
         self.prior_ = prior_matrix(self.prior, self.classes, self.concept_names_)
         P, Pv = self.predict_concepts(X), self.predict_concepts(X_val)
-        fb = fit_bottleneck(P, y, Pv, y_val, n_classes=len(self.classes), prior=self.prior_, cfg=self.config)
+        fb = fit_bottleneck(P, y, Pv, y_val, n_classes=len(self.classes), prior=self.prior_, cfg=self.config,
+                            sample_weight=sample_weight, val_weight=val_weight)
         self._set_fitted(fb)
         return self
 

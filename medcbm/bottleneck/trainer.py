@@ -64,6 +64,8 @@ def fit_bottleneck(
     n_classes: int,
     prior: np.ndarray | None,
     cfg: BottleneckConfig,
+    sample_weight: np.ndarray | None = None,
+    val_weight: np.ndarray | None = None,
 ) -> FittedBottleneck:
     """Fit ``softmax(W · z(P) + b)`` where ``z`` standardises concept probabilities.
 
@@ -73,7 +75,27 @@ def fit_bottleneck(
         n_classes: number of classes ``C``.
         prior: ``(C, K)`` in {-1, 0, +1} (KnoBo W_prior), or ``None``.
         cfg: hyper-parameters.
+        sample_weight, val_weight: optional per-sample weights (e.g. nuisance-group balancing).
     """
+    threads = torch.get_num_threads()
+    # a (C x K) layer is tiny: intra-op threading only adds synchronisation cost, so train single-threaded
+    torch.set_num_threads(1)
+    try:
+        return _fit(P, y, P_val, y_val, n_classes=n_classes, prior=prior, cfg=cfg, sw=sample_weight, vw=val_weight)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _weighted_ce(logits, y, class_w, sample_w):
+    loss = torch.nn.functional.cross_entropy(logits, y, weight=class_w, reduction="none")
+    w = torch.ones_like(loss) if class_w is None else class_w[y]
+    if sample_w is not None:
+        w = w * sample_w
+        loss = loss * sample_w
+    return loss.sum() / w.sum()
+
+
+def _fit(P, y, P_val, y_val, *, n_classes, prior, cfg, sw=None, vw=None) -> FittedBottleneck:
     torch.manual_seed(cfg.seed)
     mean = P.mean(0) if cfg.standardize else np.zeros(P.shape[1])
     scale = (P.std(0) + 1e-3) if cfg.standardize else np.ones(P.shape[1])
@@ -81,6 +103,8 @@ def fit_bottleneck(
     Zv = torch.as_tensor((P_val - mean) / scale, dtype=torch.float32)
     yt, yv = torch.as_tensor(y), torch.as_tensor(y_val)
     cw = torch.as_tensor(_class_weights(y, n_classes), dtype=torch.float32) if cfg.class_balanced else None
+    swt = torch.as_tensor(sw, dtype=torch.float32) if sw is not None else None
+    vwt = torch.as_tensor(vw, dtype=torch.float32) if vw is not None else None
     K = P.shape[1]
     W = torch.zeros(n_classes, K, requires_grad=True)
     b = torch.zeros(n_classes, requires_grad=True)
@@ -90,14 +114,14 @@ def fit_bottleneck(
     bad = 0
     for epoch in range(cfg.max_epochs):
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(Z @ W.T + b, yt, weight=cw)
+        loss = _weighted_ce(Z @ W.T + b, yt, cw, swt)
         if prior_t is not None and cfg.prior_weight > 0:
             loss = loss + cfg.prior_weight * (torch.tanh(W) - prior_t).abs().mean()
         loss = loss + cfg.l1 * W.abs().sum() / W.numel() + cfg.l2 * (W**2).sum()
         loss.backward()
         opt.step()
         with torch.no_grad():
-            vl = float(torch.nn.functional.cross_entropy(Zv @ W.T + b, yv, weight=cw))
+            vl = float(_weighted_ce(Zv @ W.T + b, yv, cw, vwt))
         if vl < best[0] - 1e-5:
             best, bad = (vl, W.detach().clone(), b.detach().clone(), epoch + 1), 0
         else:

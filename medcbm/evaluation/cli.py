@@ -28,10 +28,36 @@ def register_bench(bench_app: typer.Typer) -> None:
         from medcbm.evaluation.methods import list_methods
         from medcbm.evaluation.shift import markdown_table, run_shift_benchmark
 
-        res = run_shift_benchmark(protocol, methods=methods or list_methods(), seeds=seeds, data_root=data_root,
+        from medcbm.evaluation.protocols import load_protocol
+
+        res = run_shift_benchmark(protocol, methods=methods or list_methods(load_protocol(protocol).dataset), seeds=seeds,
+                                  data_root=data_root,
                                   cache_dir=cache_dir, out_dir=json_path.parent / f"{json_path.stem}_run")
         atomic_write_json(json_path, res)
         console.print(markdown_table(res))
+        console.print(f"wrote {json_path}")
+
+    @bench_app.command("concepts")
+    def bench_concepts_cmd(
+        json_path: Path = typer.Option(Path("runs/bench/concepts.json"), "--json"),
+        backbone: str = typer.Option("efficientnet_lite0", "--backbone"),
+        data_root: Optional[Path] = typer.Option(None, "--data-root"),
+        cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
+    ) -> None:
+        """PH2 concept probes: CV AUROC per concept, batched torch head vs a per-concept scikit-learn loop."""
+        from medcbm._io import atomic_write_json
+        from medcbm.backbones.features import extract_features
+        from medcbm.data.importers import import_dataset
+        from medcbm.data.ph2_vocab import CONCEPT_PREFIX, PH2_CONCEPTS
+        from medcbm.evaluation.bench_concepts import bench_concepts
+
+        ph2 = import_dataset("ph2", data_root)
+        names = list(PH2_CONCEPTS)
+        X = extract_features(ph2, backbone, cache_dir=cache_dir).X
+        res = bench_concepts(X, ph2.frame[[CONCEPT_PREFIX + k for k in names]].to_numpy(float), names,
+                             backbone=backbone, feature_mode="global")
+        atomic_write_json(json_path, res)
+        console.print_json(data={k: v for k, v in res.items() if k != "per_concept"})
         console.print(f"wrote {json_path}")
 
     @bench_app.command("features")

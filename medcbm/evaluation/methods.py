@@ -40,21 +40,29 @@ class MethodOutput:
 
 MethodFn = Callable[[MethodInput], MethodOutput]
 _METHODS: dict[str, MethodFn] = {}
+_DATASETS: dict[str, tuple[str, ...] | None] = {}
 
 
-def register_method(name: str) -> Callable[[MethodFn], MethodFn]:
-    """Decorator: register a benchmark method under ``name``."""
+def register_method(name: str, *, datasets: tuple[str, ...] | None = None) -> Callable[[MethodFn], MethodFn]:
+    """Decorator: register a benchmark method under ``name``.
+
+    Args:
+        datasets: datasets the method applies to (e.g. PH2-grounded concepts only make sense for
+            dermoscopy); ``None`` means any.
+    """
 
     def deco(fn: MethodFn) -> MethodFn:
         _METHODS[name] = fn
+        _DATASETS[name] = datasets
         return fn
 
     return deco
 
 
-def list_methods() -> list[str]:
+def list_methods(dataset: str | None = None) -> list[str]:
+    """Registered method names, optionally only those applicable to ``dataset``."""
     _load_plugins()
-    return sorted(_METHODS)
+    return sorted(m for m in _METHODS if dataset is None or _DATASETS[m] is None or dataset in _DATASETS[m])
 
 
 def get_method(name: str) -> MethodFn:

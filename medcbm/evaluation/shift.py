@@ -94,11 +94,12 @@ def run_shift_benchmark(
     pos[used] = np.arange(len(used))
     ctx = {"protocol": proto, "backbone_spec": spec, "data_root": data_root, "cache_dir": cache_dir,
            "progress": progress, **(context or {})}
+    abs_frame = base.frame.assign(image=[str(p) for p in base.image_paths()])  # methods may re-read images
     per_seed: dict[str, list[dict]] = {m: [] for m in methods}
     for seed, sp in splits.items():
         X = {k: feats.X[pos[v]] for k, v in sp.index.items()}
         y = {k: sp.y[v] for k, v in sp.index.items()}
-        frames = {k: base.frame.iloc[v].reset_index(drop=True) for k, v in sp.index.items()}
+        frames = {k: abs_frame.iloc[v].reset_index(drop=True) for k, v in sp.index.items()}
         data = MethodInput(X, y, frames, proto.classes, seed, ctx)
         for name, fn in fns.items():
             ts = time.perf_counter()

@@ -46,7 +46,7 @@ class ConceptProbes(ConceptGrounder):
     """
 
     def __init__(self, C_grid=C_GRID, n_folds: int = 5, min_auc: float = 0.6, drop_weak: bool = True,
-                 seed: int = 0, max_iter: int = 500):
+                 seed: int = 0, max_iter: int = 400):
         self.C_grid, self.n_folds, self.min_auc = tuple(C_grid), n_folds, min_auc
         self.drop_weak, self.seed, self.max_iter = drop_weak, seed, max_iter
 

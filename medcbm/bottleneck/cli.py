@@ -1,0 +1,73 @@
+"""Top-level ``medcbm train``, ``evaluate`` and ``predict`` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the model commands to the root app."""
+
+    @app.command("train")
+    def train_cmd(
+        config: Path = typer.Option(..., "--config", "-c", help="run config YAML (see configs/cbm-*.yaml)"),
+        data_root: Optional[Path] = typer.Option(None, "--data-root"),
+        cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
+    ) -> None:
+        """Train a concept bottleneck model and save it (safetensors + JSON)."""
+        from medcbm.bottleneck.config import load_train_config
+        from medcbm.bottleneck.train import train_cbm
+
+        cfg = load_train_config(config)
+        model, prov = train_cbm(cfg, data_root=data_root, cache_dir=cache_dir)
+        t = Table(title=f"{cfg.name}: {len(model.concept_names_)} concepts")
+        for col in ("split", "acc", "AUROC", "ECE"):
+            t.add_column(col)
+        for split, m in prov["metrics"].items():
+            t.add_row(split, f"{m['acc']:.3f}", f"{m['auroc']:.3f}", f"{m['ece']:.3f}")
+        console.print(t)
+        console.print(f"saved to {cfg.resolved_out_dir()}")
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        model: Path = typer.Option(..., "--model", "-m", help="model folder from medcbm train"),
+        manifest: Path = typer.Option(..., "--manifest", help="labelled manifest (.csv/.parquet)"),
+        json_path: Optional[Path] = typer.Option(None, "--json", help="write the metrics here"),
+        cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
+    ) -> None:
+        """Accuracy, AUROC, ECE with bootstrap CIs, per site/sex/age, on a labelled manifest."""
+        from medcbm._io import atomic_write_json
+        from medcbm.bottleneck.train import evaluate_cbm
+        from medcbm.data.manifest import load_manifest
+
+        res = evaluate_cbm(model, load_manifest(manifest).check_files(), cache_dir=cache_dir)
+        console.print(f"n={res['n']} acc={res['acc']:.3f} [{res['acc_ci95'][0]:.3f}, {res['acc_ci95'][1]:.3f}] "
+                      f"AUROC={res['auroc']:.3f} ECE={res['ece']:.3f}")
+        for site, m in res["subgroups"].get("site", {}).items():
+            console.print(f"  site {site}: n={m['n']} acc={m['acc']:.3f}")
+        if json_path:
+            atomic_write_json(json_path, res)
+
+    @app.command("predict")
+    def predict_cmd(
+        model: Path = typer.Option(..., "--model", "-m"),
+        manifest: Path = typer.Option(..., "--manifest", help="manifest of images (labels not needed)"),
+        out: Path = typer.Option(Path("predictions.csv"), "--out", "-o"),
+        cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
+    ) -> None:
+        """Class and concept probabilities per image, with the concepts that drove each prediction."""
+        from medcbm._io import atomic_write_bytes
+        from medcbm.bottleneck.train import predict_cbm
+        from medcbm.data.manifest import load_manifest
+
+        df = predict_cbm(model, load_manifest(manifest).check_files(), cache_dir=cache_dir)
+        atomic_write_bytes(out, df.to_csv(index=False).encode())
+        console.print(df[["id", "prediction", "top_concepts"]].head(10).to_string(index=False))
+        console.print(f"wrote {out} ({len(df)} rows)")

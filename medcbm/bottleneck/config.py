@@ -1,0 +1,52 @@
+"""Run configuration for ``medcbm train`` (YAML, validated; errors name the key)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from medcbm.bottleneck.trainer import BottleneckConfig
+from medcbm.errors import ConfigError
+
+
+class GroundingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field("ph2_probes", pattern="^(ph2_probes)$", description="concept grounding strategy")
+    backbone: str = "efficientnet_lite0"
+    drop_weak: bool = True
+    min_auc: float = Field(0.6, ge=0.5, le=1.0)
+    concepts: list[str] | None = None
+
+
+class TrainConfig(BaseModel):
+    """What ``medcbm train`` builds: protocol + seed for data, grounding, bank prior, bottleneck."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    protocol: str = "ham10000-site-confounded"
+    seed: int = 0
+    out_dir: str = "runs/models/{name}"
+    bank: str | None = Field("dermoscopy/benign_malignant", description="modality/task of a shipped bank, a bank path, or null")
+    grounding: GroundingConfig = GroundingConfig()
+    bottleneck: BottleneckConfig = BottleneckConfig()
+
+    def resolved_out_dir(self) -> Path:
+        return Path(self.out_dir.format(name=self.name))
+
+
+def load_train_config(path: str | os.PathLike) -> TrainConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p} is not valid YAML: {exc}") from None
+    try:
+        return TrainConfig.model_validate(raw or {})
+    except ValidationError as exc:
+        lines = [f"invalid config {p}:"] + [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None

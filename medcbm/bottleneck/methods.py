@@ -1,0 +1,109 @@
+"""Concept-bottleneck methods for ``medcbm bench shift`` (registered on import).
+
+Dermoscopy CBMs ground concepts with probes trained on PH2's expert annotations and transferred to the
+target dataset (grounding strategy (d), the offline default), then fit a KnoBo-prior bottleneck.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from medcbm.bottleneck.estimator import KnowledgeCBM
+from medcbm.bottleneck.priors import grounded_prior
+from medcbm.bottleneck.trainer import BottleneckConfig
+from medcbm.concepts.grounding.probes import ConceptProbes
+from medcbm.data.manifest import Manifest
+from medcbm.data.ph2_vocab import CONCEPT_PREFIX, PH2_CONCEPTS
+from medcbm.evaluation.methods import MethodInput, MethodOutput, register_method
+
+logger = logging.getLogger(__name__)
+
+CONCEPT_BACKBONE = "efficientnet_lite0"
+STRUCTURES = [k for k in PH2_CONCEPTS if not k.startswith("color_")]
+COLOURS = [k for k in PH2_CONCEPTS if k.startswith("color_")]
+DERM_BANK = ("dermoscopy", "benign_malignant")
+DERMOSCOPY = ("ham10000", "ph2")
+
+
+def _features(ctx: dict, manifest: Manifest, backbone: str) -> np.ndarray:
+    from medcbm.backbones.features import extract_features
+
+    return extract_features(manifest, backbone, cache_dir=ctx.get("cache_dir"), progress=ctx.get("progress", False)).X
+
+
+def ph2_probes(ctx: dict, backbone: str = CONCEPT_BACKBONE, *, drop_weak: bool = True) -> ConceptProbes:
+    """PH2-annotation concept probes for ``backbone`` (fitted once per benchmark run, kept in ``ctx``)."""
+    key = ("ph2_probes", backbone, drop_weak)
+    if key not in ctx:
+        from medcbm.data.importers import import_dataset
+
+        ph2 = import_dataset("ph2", ctx.get("data_root"))
+        names = list(PH2_CONCEPTS)
+        C = ph2.frame[[CONCEPT_PREFIX + k for k in names]].to_numpy(float)
+        ctx[key] = ConceptProbes(drop_weak=drop_weak).fit(_features(ctx, ph2, backbone), C, names)
+        logger.info("PH2 probes (%s): kept %d/%d concepts, mean CV AUROC %.3f", backbone,
+                    len(ctx[key].concept_names_), len(names), np.mean(list(ctx[key].cv_auc_.values())))
+    return ctx[key]
+
+
+def bank_prior(ctx: dict, classes: list[str]) -> dict:
+    """The shipped dermoscopy bank's prior, mapped onto the PH2 vocabulary (cached in ``ctx``)."""
+    key = ("bank_prior", tuple(classes))
+    if key not in ctx:
+        from medcbm.concepts.schema import default_bank_path, load_bank
+
+        bank = load_bank(default_bank_path(*DERM_BANK))
+        ctx[key] = grounded_prior(bank, classes)[0]
+    return ctx[key]
+
+
+def _cbm(data: MethodInput, *, drop_weak: bool = True, use_prior: bool = True, concepts: list[str] | None = None,
+         backbone: str = CONCEPT_BACKBONE, config: BottleneckConfig | None = None) -> MethodOutput:
+    ctx = data.context
+    probes = ph2_probes(ctx, backbone, drop_weak=drop_weak)
+    if concepts is not None:
+        concepts = [c for c in concepts if c in probes.concept_names_]
+    if backbone == ctx["backbone_spec"].name:
+        X = data.X
+    else:
+        X = {s: _features(ctx, Manifest(f, source=f"split {s}"), backbone) for s, f in data.frames.items()}
+    prior = bank_prior(ctx, data.classes) if use_prior else None
+    cfg = config or BottleneckConfig(prior_weight=1.0 if use_prior else 0.0)
+    model = KnowledgeCBM(probes, classes=data.classes, prior=prior, config=cfg, concepts=concepts)
+    model.fit(X["train"], data.y["train"], X["val"], data.y["val"])
+    proba = {s: model.predict_proba(X[s]) for s in ("val", "test_id", "test_ood")}
+    return MethodOutput(proba, {"concepts": model.concept_names_, "weights": model.W_.round(3).tolist(),
+                                "cv_auc": {k: round(v, 3) for k, v in probes.cv_auc_.items()},
+                                "flagged": probes.flagged_, **model.fit_info_})
+
+
+@register_method("cbm", datasets=DERMOSCOPY)
+def cbm(data: MethodInput) -> MethodOutput:
+    """Best offline configuration: PH2 probes (weak concepts dropped) + knowledge prior."""
+    return _cbm(data)
+
+
+@register_method("cbm_no_prior", datasets=DERMOSCOPY)
+def cbm_no_prior(data: MethodInput) -> MethodOutput:
+    """Ablation: the same bottleneck without the KnoBo prior term."""
+    return _cbm(data, use_prior=False)
+
+
+@register_method("cbm_no_filter", datasets=DERMOSCOPY)
+def cbm_no_filter(data: MethodInput) -> MethodOutput:
+    """Ablation: keep every PH2 concept, including those whose probes are weak."""
+    return _cbm(data, drop_weak=False)
+
+
+@register_method("cbm_src_ph2_structures", datasets=DERMOSCOPY)
+def cbm_src_structures(data: MethodInput) -> MethodOutput:
+    """Concept-source ablation: PH2 dermoscopic structures only (no colours)."""
+    return _cbm(data, concepts=STRUCTURES)
+
+
+@register_method("cbm_src_ph2_colours", datasets=DERMOSCOPY)
+def cbm_src_colours(data: MethodInput) -> MethodOutput:
+    """Concept-source ablation: PH2 colours only."""
+    return _cbm(data, concepts=COLOURS)

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+
+from medcbm.backbones import get_backbone_spec
+from medcbm.bottleneck import BottleneckConfig, KnowledgeCBM
+from medcbm.bottleneck.artifacts import load_cbm, save_cbm
+from medcbm.bottleneck.priors import grounded_prior
+from medcbm.bottleneck.weights import group_balance_weights
+from medcbm.concepts.grounding.probes import ConceptProbes
+from medcbm.concepts.schema import default_bank_path, load_bank
+from medcbm.errors import ConfigError, DataError
+from medcbm.evaluation.protocols import load_protocol
+from medcbm.evaluation.splits import build_splits
+
+
+@pytest.fixture(scope="module")
+def setup(ph2_features, ham_manifest, feature_cache):
+    from medcbm.backbones.features import extract_features
+
+    X, C, names = ph2_features
+    probes = ConceptProbes(C_grid=(1e-3, 1e-2, 0.1), n_folds=3).fit(X, C, names)
+    sp = build_splits(ham_manifest, load_protocol("ham10000-site-confounded"), seed=0)
+    feats = {k: extract_features(sp.manifest.subset(v), "efficientnet_lite0", cache_dir=feature_cache, progress=False).X
+             for k, v in sp.index.items()}
+    y = {k: sp.y[v] for k, v in sp.index.items()}
+    sites = {k: sp.manifest.frame["site"].iloc[v].to_numpy() for k, v in sp.index.items()}
+    prior = grounded_prior(load_bank(default_bank_path("dermoscopy", "benign_malignant")), sp.classes)[0]
+    return probes, feats, y, sites, sp.classes, prior
+
+
+def test_bank_prior_maps_onto_ph2_concepts(setup):
+    prior = setup[5]
+    assert prior["malignant"]["asymmetry"] == 1 and prior["benign"]["asymmetry"] == -1
+    assert all(v in (-1, 0, 1) for c in prior.values() for v in c.values())
+
+
+def test_cbm_narrows_the_confounding_gap(setup):
+    from medcbm.evaluation.probe import LinearProbe
+
+    probes, X, y, sites, classes, prior = setup
+    lp = LinearProbe().fit(X["train"], y["train"], X["val"], y["val"])
+    lp_gap = (lp.predict(X["test_id"]) == y["test_id"]).mean() - (lp.predict(X["test_ood"]) == y["test_ood"]).mean()
+    m = KnowledgeCBM(probes, classes=classes, prior=prior).fit(
+        X["train"], y["train"], X["val"], y["val"],
+        sample_weight=group_balance_weights(y["train"], sites["train"]), val_weight=group_balance_weights(y["val"], sites["val"]))
+    gap = m.score(X["test_id"], y["test_id"]) - m.score(X["test_ood"], y["test_ood"])
+    assert m.score(X["test_id"], y["test_id"]) > 0.6
+    assert gap < lp_gap - 0.1, (gap, lp_gap)
+    P = m.predict_concepts(X["test_ood"])
+    assert P.shape == (200, len(m.concept_names_))
+    contrib = m.contributions(X["test_ood"][:5])
+    logits = m.decision_function_from_concepts(P[:5])
+    np.testing.assert_allclose(contrib.sum(2) + m.b_, logits, rtol=1e-4, atol=1e-4)
+
+
+def test_strong_prior_pins_weight_signs(setup):
+    probes, X, y, _, classes, prior = setup
+    m = KnowledgeCBM(probes, classes=classes, prior=prior, config=BottleneckConfig(prior_weight=50.0)).fit(
+        X["train"], y["train"], X["val"], y["val"])
+    P = m.prior_
+    nz = P != 0
+    assert nz.sum() >= 6
+    assert (np.sign(m.W_[nz]) == P[nz]).mean() > 0.9
+
+
+def test_bad_inputs(setup):
+    probes, X, y, _, classes, prior = setup
+    with pytest.raises(ConfigError, match=r"prior references unknown classes \['melanoma'\]"):
+        KnowledgeCBM(probes, classes=classes, prior={"melanoma": {"asymmetry": 1}}).fit(X["train"], y["train"], X["val"], y["val"])
+    with pytest.raises(DataError, match="single class"):
+        KnowledgeCBM(probes, classes=classes).fit(X["train"], np.zeros_like(y["train"]), X["val"], y["val"])
+    with pytest.raises(ConfigError, match="not produced by the grounder"):
+        KnowledgeCBM(probes, classes=classes, concepts=["hairpin_vessels"]).fit(X["train"], y["train"], X["val"], y["val"])
+
+
+def test_artifact_roundtrip_and_refusals(setup, tmp_path):
+    probes, X, y, _, classes, prior = setup
+    m = KnowledgeCBM(probes, classes=classes, prior=prior).fit(X["train"], y["train"], X["val"], y["val"])
+    spec = get_backbone_spec("efficientnet_lite0")
+    save_cbm(m, tmp_path / "model", backbone=spec, provenance={"split_hash": "abc"})
+    again, meta = load_cbm(tmp_path / "model", expect_backbone=spec)
+    np.testing.assert_allclose(again.predict_proba(X["test_ood"]), m.predict_proba(X["test_ood"]), rtol=1e-5)
+    assert meta["provenance"]["split_hash"] == "abc" and meta["concepts"] == m.concept_names_
+    with pytest.raises(ConfigError, match="trained on backbone 'efficientnet_lite0'"):
+        load_cbm(tmp_path / "model", expect_backbone=get_backbone_spec("timm:test_vit"))
+    with pytest.raises(ConfigError, match="given concept bank has"):
+        load_cbm(tmp_path / "model", expect_concepts=["asymmetry"])
+    raw = bytearray((tmp_path / "model" / "model.safetensors").read_bytes())
+    raw[-3] ^= 0xFF
+    (tmp_path / "model" / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="checksum"):
+        load_cbm(tmp_path / "model")
