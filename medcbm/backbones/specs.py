@@ -24,6 +24,15 @@ def efficientnet_lite0() -> BackboneSpec:
     )
 
 
+@register_backbone
+def efficientnet_lite0_ml() -> BackboneSpec:
+    """EfficientNet-Lite0 with multi-layer pooling (2064-d): better for colour/texture concepts."""
+    return efficientnet_lite0().model_copy(update={
+        "name": "efficientnet_lite0_ml", "pooling": "multilayer", "num_features": 2064,
+        "description": "EfficientNet-Lite0, every block stage pooled and concatenated (concept grounding default).",
+    })
+
+
 @register_prefix("timm")
 def _timm(rest: str) -> BackboneSpec:
     """``timm:<arch>`` (random init), ``timm:<arch>@<weights file>`` or ``timm:<arch>@hf-hub`` (download)."""

@@ -11,7 +11,8 @@ import logging
 import numpy as np
 
 from medcbm.bottleneck.estimator import KnowledgeCBM
-from medcbm.bottleneck.priors import grounded_prior
+from medcbm.bottleneck.priors import PRIORS_DIR, grounded_prior, load_prior_file
+from medcbm.bottleneck.weights import balance_for
 from medcbm.bottleneck.trainer import BottleneckConfig
 from medcbm.concepts.grounding.probes import ConceptProbes
 from medcbm.data.manifest import Manifest
@@ -20,7 +21,7 @@ from medcbm.evaluation.methods import MethodInput, MethodOutput, register_method
 
 logger = logging.getLogger(__name__)
 
-CONCEPT_BACKBONE = "efficientnet_lite0"
+CONCEPT_BACKBONE = "efficientnet_lite0_ml"
 STRUCTURES = [k for k in PH2_CONCEPTS if not k.startswith("color_")]
 COLOURS = [k for k in PH2_CONCEPTS if k.startswith("color_")]
 DERM_BANK = ("dermoscopy", "benign_malignant")
@@ -49,7 +50,7 @@ def ph2_probes(ctx: dict, backbone: str = CONCEPT_BACKBONE, *, drop_weak: bool =
 
 
 def bank_prior(ctx: dict, classes: list[str]) -> dict:
-    """The shipped dermoscopy bank's prior, mapped onto the PH2 vocabulary (cached in ``ctx``)."""
+    """The shipped dermoscopy bank's mined prior, mapped onto the PH2 vocabulary (cached in ``ctx``)."""
     key = ("bank_prior", tuple(classes))
     if key not in ctx:
         from medcbm.concepts.schema import default_bank_path, load_bank
@@ -59,8 +60,21 @@ def bank_prior(ctx: dict, classes: list[str]) -> dict:
     return ctx[key]
 
 
-def _cbm(data: MethodInput, *, drop_weak: bool = True, use_prior: bool = True, concepts: list[str] | None = None,
-         backbone: str = CONCEPT_BACKBONE, config: BottleneckConfig | None = None) -> MethodOutput:
+def expert_prior(classes: list[str]) -> dict:
+    """The reviewed ABCD / 7-point-checklist prior over PH2 criteria (``knowledge/priors``)."""
+    prior, _ = load_prior_file(PRIORS_DIR / "ph2_benign_malignant.yaml")
+    return prior
+
+
+def _cbm(data: MethodInput, *, drop_weak: bool = True, prior: str | None = "expert", concepts: list[str] | None = None,
+         backbone: str = CONCEPT_BACKBONE, balance: bool = True, config: BottleneckConfig | None = None) -> MethodOutput:
+    """PH2-grounded CBM.
+
+    Args:
+        prior: ``expert`` (reviewed file), ``bank`` (mined from the concept bank) or ``None``.
+        balance: weight training/validation samples so the protocol's nuisance attribute (e.g. site) is
+            balanced within each class — uses metadata every manifest has, removes the shortcut's incentive.
+    """
     ctx = data.context
     probes = ph2_probes(ctx, backbone, drop_weak=drop_weak)
     if concepts is not None:
@@ -69,10 +83,12 @@ def _cbm(data: MethodInput, *, drop_weak: bool = True, use_prior: bool = True, c
         X = data.X
     else:
         X = {s: _features(ctx, Manifest(f, source=f"split {s}"), backbone) for s, f in data.frames.items()}
-    prior = bank_prior(ctx, data.classes) if use_prior else None
-    cfg = config or BottleneckConfig(prior_weight=1.0 if use_prior else 0.0)
-    model = KnowledgeCBM(probes, classes=data.classes, prior=prior, config=cfg, concepts=concepts)
-    model.fit(X["train"], data.y["train"], X["val"], data.y["val"])
+    prior_map = {"expert": lambda: expert_prior(data.classes), "bank": lambda: bank_prior(ctx, data.classes),
+                 None: lambda: None}[prior]()
+    cfg = config or BottleneckConfig(prior_weight=1.0 if prior else 0.0)
+    weights = balance_for(data) if balance else {}
+    model = KnowledgeCBM(probes, classes=data.classes, prior=prior_map, config=cfg, concepts=concepts)
+    model.fit(X["train"], data.y["train"], X["val"], data.y["val"], **weights)
     proba = {s: model.predict_proba(X[s]) for s in ("val", "test_id", "test_ood")}
     return MethodOutput(proba, {"concepts": model.concept_names_, "weights": model.W_.round(3).tolist(),
                                 "cv_auc": {k: round(v, 3) for k, v in probes.cv_auc_.items()},
@@ -81,14 +97,32 @@ def _cbm(data: MethodInput, *, drop_weak: bool = True, use_prior: bool = True, c
 
 @register_method("cbm", datasets=DERMOSCOPY)
 def cbm(data: MethodInput) -> MethodOutput:
-    """Best offline configuration: PH2 probes (weak concepts dropped) + knowledge prior."""
+    """Best offline configuration: multi-layer PH2 probes (weak concepts dropped), expert prior, site balancing."""
     return _cbm(data)
 
 
 @register_method("cbm_no_prior", datasets=DERMOSCOPY)
 def cbm_no_prior(data: MethodInput) -> MethodOutput:
     """Ablation: the same bottleneck without the KnoBo prior term."""
-    return _cbm(data, use_prior=False)
+    return _cbm(data, prior=None)
+
+
+@register_method("cbm_bank_prior", datasets=DERMOSCOPY)
+def cbm_bank_prior(data: MethodInput) -> MethodOutput:
+    """Ablation: the prior mined automatically from the concept bank instead of the reviewed one."""
+    return _cbm(data, prior="bank")
+
+
+@register_method("cbm_no_balance", datasets=DERMOSCOPY)
+def cbm_no_balance(data: MethodInput) -> MethodOutput:
+    """Ablation: no nuisance-group balancing (KnoBo's original setting)."""
+    return _cbm(data, balance=False)
+
+
+@register_method("cbm_global_features", datasets=DERMOSCOPY)
+def cbm_global_features(data: MethodInput) -> MethodOutput:
+    """Ablation: concept probes on the final pooled features only (no multi-layer pooling)."""
+    return _cbm(data, backbone="efficientnet_lite0")
 
 
 @register_method("cbm_no_filter", datasets=DERMOSCOPY)

@@ -3,11 +3,43 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from medcbm.errors import ConfigError
+
+PRIORS_DIR = Path(__file__).resolve().parents[2] / "knowledge" / "priors"
+
+
+def load_prior_file(path: str | os.PathLike) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+    """Read a reviewed prior (``knowledge/priors/*.yaml``): two classes, signs for the second, references.
+
+    Returns:
+        ``({class: {concept: -1|0|1}}, {concept: reference})``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"prior file not found: {p}")
+    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    classes = raw.get("classes")
+    if not isinstance(classes, list) or len(classes) != 2 or classes[1] not in raw:
+        raise ConfigError(f"{p}: needs 'classes: [negative, positive]' and a mapping under the positive class")
+    neg, pos = classes
+    prior: dict[str, dict[str, int]] = {neg: {}, pos: {}}
+    refs = {}
+    for concept, entry in raw[pos].items():
+        v = entry.get("prior") if isinstance(entry, dict) else None
+        if v not in (-1, 0, 1):
+            raise ConfigError(f"{p}: {pos}.{concept}.prior must be -1, 0 or 1, got {v!r}")
+        if not isinstance(entry, dict) or not entry.get("reference"):
+            raise ConfigError(f"{p}: {pos}.{concept} needs a reference")
+        prior[pos][concept], prior[neg][concept] = v, -v
+        refs[concept] = entry["reference"]
+    return prior, refs
 
 logger = logging.getLogger(__name__)
 

@@ -27,3 +27,22 @@ def group_balance_weights(y: np.ndarray, groups: np.ndarray | pd.Series, *, max_
             w[in_c & (g == v)] = in_c.sum() / (len(vals) * n)
     w = np.minimum(w / w.mean(), max_weight)
     return w / w.mean()
+
+
+def protocol_groups(protocol, frame: pd.DataFrame) -> np.ndarray:
+    """The nuisance group of every row under a protocol (confounded splits name two groups of values)."""
+    split = protocol.split
+    col = getattr(split, "nuisance", "site")
+    values = frame[col].astype(str).str.strip()
+    groups = getattr(split, "groups", None)
+    if groups:
+        lookup = {v: g for g, vals in groups.items() for v in vals}
+        return values.map(lambda v: lookup.get(v, "other")).to_numpy()
+    return values.to_numpy()
+
+
+def balance_for(data) -> dict:
+    """``sample_weight``/``val_weight`` balancing the protocol's nuisance groups for a benchmark method input."""
+    proto = data.context["protocol"]
+    return {"sample_weight": group_balance_weights(data.y["train"], protocol_groups(proto, data.frames["train"])),
+            "val_weight": group_balance_weights(data.y["val"], protocol_groups(proto, data.frames["val"]))}

@@ -40,12 +40,13 @@ def register_bench(bench_app: typer.Typer) -> None:
     @bench_app.command("concepts")
     def bench_concepts_cmd(
         json_path: Path = typer.Option(Path("runs/bench/concepts.json"), "--json"),
-        backbone: str = typer.Option("efficientnet_lite0", "--backbone"),
+        backbone: str = typer.Option("efficientnet_lite0_ml", "--backbone", help="concept-grounding backbone"),
         data_root: Optional[Path] = typer.Option(None, "--data-root"),
         cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
     ) -> None:
         """PH2 concept probes: CV AUROC per concept, batched torch head vs a per-concept scikit-learn loop."""
         from medcbm._io import atomic_write_json
+        from medcbm.backbones import get_backbone_spec
         from medcbm.backbones.features import extract_features
         from medcbm.data.importers import import_dataset
         from medcbm.data.ph2_vocab import CONCEPT_PREFIX, PH2_CONCEPTS
@@ -55,7 +56,7 @@ def register_bench(bench_app: typer.Typer) -> None:
         names = list(PH2_CONCEPTS)
         X = extract_features(ph2, backbone, cache_dir=cache_dir).X
         res = bench_concepts(X, ph2.frame[[CONCEPT_PREFIX + k for k in names]].to_numpy(float), names,
-                             backbone=backbone, feature_mode="global")
+                             backbone=backbone, feature_mode=get_backbone_spec(backbone).pooling)
         atomic_write_json(json_path, res)
         console.print_json(data={k: v for k, v in res.items() if k != "per_concept"})
         console.print(f"wrote {json_path}")

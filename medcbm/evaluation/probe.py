@@ -28,13 +28,16 @@ class LinearProbe:
     def get_params(self, deep: bool = True) -> dict:
         return {"C_grid": self.C_grid, "max_iter": self.max_iter, "class_weight": self.class_weight}
 
-    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray) -> "LinearProbe":
+    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
+            sample_weight: np.ndarray | None = None, val_weight: np.ndarray | None = None) -> "LinearProbe":
         self.scaler_ = StandardScaler().fit(X)
         Xs, Xv = self.scaler_.transform(X), self.scaler_.transform(X_val)
+        vw = np.ones(len(y_val)) if val_weight is None else np.asarray(val_weight, float)
         best = None
         for C in self.C_grid:
-            m = LogisticRegression(C=C, max_iter=self.max_iter, class_weight=self.class_weight).fit(Xs, y)
-            acc = accuracy(y_val, m.predict_proba(Xv))
+            cw = None if sample_weight is not None else self.class_weight
+            m = LogisticRegression(C=C, max_iter=self.max_iter, class_weight=cw).fit(Xs, y, sample_weight=sample_weight)
+            acc = float(((m.predict(Xv) == y_val) * vw).sum() / vw.sum())
             if best is None or acc > best[0] + 1e-12:
                 best = (acc, C, m)
         self.val_acc_, self.C_, self.model_ = best
@@ -51,5 +54,15 @@ class LinearProbe:
 def linear_probe(data: MethodInput) -> MethodOutput:
     """KnoBo's baseline: a linear classifier straight on image features."""
     probe = LinearProbe().fit(data.X["train"], data.y["train"], data.X["val"], data.y["val"])
+    proba = {s: probe.predict_proba(data.X[s]) for s in ("val", "test_id", "test_ood")}
+    return MethodOutput(proba, {"C": probe.C_, "val_acc": probe.val_acc_})
+
+
+@register_method("linear_probe_balanced")
+def linear_probe_balanced(data: MethodInput) -> MethodOutput:
+    """The baseline given the same nuisance-group balancing as the CBM (a fair comparison)."""
+    from medcbm.bottleneck.weights import balance_for
+
+    probe = LinearProbe().fit(data.X["train"], data.y["train"], data.X["val"], data.y["val"], **balance_for(data))
     proba = {s: probe.predict_proba(data.X[s]) for s in ("val", "test_id", "test_ood")}
     return MethodOutput(proba, {"C": probe.C_, "val_acc": probe.val_acc_})

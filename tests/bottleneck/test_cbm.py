@@ -5,7 +5,7 @@ from medcbm.backbones import get_backbone_spec
 from medcbm.bottleneck import BottleneckConfig, KnowledgeCBM
 from medcbm.bottleneck.artifacts import load_cbm, save_cbm
 from medcbm.bottleneck.priors import grounded_prior
-from medcbm.bottleneck.weights import group_balance_weights
+from medcbm.bottleneck.weights import group_balance_weights, protocol_groups
 from medcbm.concepts.grounding.probes import ConceptProbes
 from medcbm.concepts.schema import default_bank_path, load_bank
 from medcbm.errors import ConfigError, DataError
@@ -23,7 +23,8 @@ def setup(ph2_features, ham_manifest, feature_cache):
     feats = {k: extract_features(sp.manifest.subset(v), "efficientnet_lite0", cache_dir=feature_cache, progress=False).X
              for k, v in sp.index.items()}
     y = {k: sp.y[v] for k, v in sp.index.items()}
-    sites = {k: sp.manifest.frame["site"].iloc[v].to_numpy() for k, v in sp.index.items()}
+    proto = load_protocol("ham10000-site-confounded")
+    sites = {k: protocol_groups(proto, sp.manifest.frame.iloc[v]) for k, v in sp.index.items()}
     prior = grounded_prior(load_bank(default_bank_path("dermoscopy", "benign_malignant")), sp.classes)[0]
     return probes, feats, y, sites, sp.classes, prior
 
@@ -32,6 +33,19 @@ def test_bank_prior_maps_onto_ph2_concepts(setup):
     prior = setup[5]
     assert prior["malignant"]["asymmetry"] == 1 and prior["benign"]["asymmetry"] == -1
     assert all(v in (-1, 0, 1) for c in prior.values() for v in c.values())
+
+
+def test_expert_prior_file_is_complete_and_referenced(tmp_path):
+    from medcbm.bottleneck.priors import PRIORS_DIR, load_prior_file
+    from medcbm.data.ph2_vocab import PH2_CONCEPTS
+
+    prior, refs = load_prior_file(PRIORS_DIR / "ph2_benign_malignant.yaml")
+    assert set(prior["malignant"]) == set(PH2_CONCEPTS) and set(refs) == set(PH2_CONCEPTS)
+    assert prior["malignant"]["blue_whitish_veil"] == 1 and prior["benign"]["blue_whitish_veil"] == -1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("classes: [benign, malignant]\nmalignant:\n  streaks: {prior: 2, reference: x}\n")
+    with pytest.raises(ConfigError, match="malignant.streaks.prior must be -1, 0 or 1"):
+        load_prior_file(bad)
 
 
 def test_cbm_narrows_the_confounding_gap(setup):

@@ -7,6 +7,7 @@ import time
 import warnings
 
 import numpy as np
+from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 
 from medcbm.concepts.grounding._linear import balanced_weights, fit_batched_logistic
@@ -124,7 +125,7 @@ class ConceptProbes(ConceptGrounder):
             zk, yk = z[m, k], Y[m, k]
             ab = np.array([1.0, 0.0])
             for _ in range(50):  # Newton steps on a 2-parameter logistic fit
-                p = 1 / (1 + np.exp(-(zk @ ab)))
+                p = expit(zk @ ab)
                 g = zk.T @ (p - yk) + 1e-3 * ab
                 H = (zk * (p * (1 - p))[:, None]).T @ zk + 1e-3 * np.eye(2)
                 step = np.linalg.solve(H, g)
@@ -142,7 +143,7 @@ class ConceptProbes(ConceptGrounder):
     def predict_concepts(self, X: np.ndarray) -> np.ndarray:
         z = self.decision_function(X)
         a, b = self.calib_[self._keep, 0], self.calib_[self._keep, 1]
-        return 1.0 / (1.0 + np.exp(-(a * z + b)))
+        return expit(a * z + b)
 
     def get_state(self) -> tuple[dict[str, np.ndarray], dict]:
         tensors = {"mean": self.mean_, "scale": self.scale_, "coef": self.coef_, "intercept": self.intercept_,
