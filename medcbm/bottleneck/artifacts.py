@@ -20,8 +20,9 @@ FORMAT = "medcbm.cbm/1"
 
 def _grounder_classes() -> dict:
     from medcbm.concepts.grounding.probes import ConceptProbes
+    from medcbm.concepts.grounding.vlm import VLMConceptGrounder
 
-    return {"concept_probes": ConceptProbes}
+    return {"concept_probes": ConceptProbes, "vlm_similarity": VLMConceptGrounder}
 
 
 def save_cbm(model: KnowledgeCBM, out_dir: str | os.PathLike, *, backbone: BackboneSpec,

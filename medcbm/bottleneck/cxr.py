@@ -129,19 +129,19 @@ def fit_cxr_cbm(data: MethodInput, *, use_prior: bool = True, drop_weak: bool = 
     return pca, cbm, MethodOutput(proba, info)
 
 
-@register_method("cxr_cbm_reports")
+@register_method("cxr_cbm_reports", datasets=("covid-cxr",))
 def cxr_cbm_reports(data: MethodInput) -> MethodOutput:
     """Report-derived concept probes + KnoBo prior from the chest X-ray bank."""
     return fit_cxr_cbm(data)[2]
 
 
-@register_method("cxr_cbm_reports_noprior")
+@register_method("cxr_cbm_reports_noprior", datasets=("covid-cxr",))
 def cxr_cbm_reports_noprior(data: MethodInput) -> MethodOutput:
     """Ablation: no prior term."""
     return fit_cxr_cbm(data, use_prior=False)[2]
 
 
-@register_method("cxr_cbm_reports_nofilter")
+@register_method("cxr_cbm_reports_nofilter", datasets=("covid-cxr",))
 def cxr_cbm_reports_nofilter(data: MethodInput) -> MethodOutput:
     """Ablation: keep concepts whose CV AUROC is below the threshold."""
     return fit_cxr_cbm(data, drop_weak=False)[2]

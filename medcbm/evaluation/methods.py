@@ -76,7 +76,7 @@ def _load_plugins() -> None:
     # methods defined in other subpackages register on import; import them lazily here
     import importlib
 
-    for mod in ("medcbm.evaluation.probe", "medcbm.bottleneck.methods"):
+    for mod in ("medcbm.evaluation.probe", "medcbm.bottleneck.methods", "medcbm.bottleneck.cxr"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
