@@ -1,6 +1,18 @@
-"""The concept bottleneck: a knowledge-prior-constrained linear layer over concept probabilities."""
+"""The concept bottleneck: a knowledge-prior-constrained linear layer over concept probabilities.
 
-from medcbm.bottleneck.estimator import KnowledgeCBM, prior_matrix
-from medcbm.bottleneck.trainer import BottleneckConfig
+Names are resolved lazily so that ``medcbm --help`` does not import torch.
+"""
 
-__all__ = ["BottleneckConfig", "KnowledgeCBM", "prior_matrix"]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {"KnowledgeCBM": "estimator", "prior_matrix": "estimator", "BottleneckConfig": "trainer"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"medcbm.bottleneck.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'medcbm.bottleneck' has no attribute '{name}'")
