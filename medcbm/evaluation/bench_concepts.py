@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from medcbm.concepts.grounding._linear import fit_batched_logistic
 from medcbm.concepts.grounding.probes import C_GRID, ConceptProbes, _auc, kfold_masks
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ def sklearn_loop_cv(X: np.ndarray, C: np.ndarray, names: list[str], *, C_grid=C_
 
 def bench_concepts(X: np.ndarray, C: np.ndarray, names: list[str], *, backbone: str, feature_mode: str) -> dict:
     """Fit batched probes and the scikit-learn loop on the same data; report AUROC and speed."""
+    # warm-up: the first torch.linalg call loads LAPACK kernels; time the steady state of both methods
+    fit_batched_logistic(X[:20], (np.arange(20) % 2)[:, None].astype(float), np.ones((20, 1)), np.ones(1))
     probes = ConceptProbes(min_auc=0.0).fit(X, C, names)
     batched_s = probes.fit_seconds_
     loop_auc, loop_s = sklearn_loop_cv(X, C, probes.all_concepts_)

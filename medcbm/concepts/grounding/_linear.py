@@ -47,7 +47,7 @@ def fit_batched_logistic(
     lam: np.ndarray,
     *,
     max_iter: int = 400,
-    tol: float = 1e-5,
+    tol: float = 1e-4,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Solve ``P`` logistic problems that share the design matrix ``X``.
 
