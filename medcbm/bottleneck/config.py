@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from medcbm._config import load_yaml_model
 
 from medcbm.bottleneck.trainer import BottleneckConfig
-from medcbm.errors import ConfigError
 
 
 class GroundingConfig(BaseModel):
@@ -38,15 +38,5 @@ class TrainConfig(BaseModel):
 
 
 def load_train_config(path: str | os.PathLike) -> TrainConfig:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p} is not valid YAML: {exc}") from None
-    try:
-        return TrainConfig.model_validate(raw or {})
-    except ValidationError as exc:
-        lines = [f"invalid config {p}:"] + [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError("\n".join(lines)) from None
+    """Read and validate a ``medcbm train`` config."""
+    return load_yaml_model(path, TrainConfig, what="config")

@@ -12,6 +12,17 @@ app = typer.Typer(help="Build and validate image manifests.", no_args_is_help=Tr
 console = Console()
 
 
+def _write(manifest, out: Path, skips, unit: str) -> None:
+    """Save the manifest and, when rows were skipped, the skip list beside it."""
+    from medcbm.data.manifest import manifest_summary, save_manifest
+
+    save_manifest(manifest, out)
+    if skips is not None and len(skips):
+        skips.write(out.with_suffix(".skipped.json"))
+        console.print(f"[yellow]{len(skips)} {unit} skipped[/yellow], listed in {out.with_suffix('.skipped.json')}")
+    console.print(f"wrote {out}: {manifest_summary(manifest)}", markup=False)
+
+
 @app.command("import")
 def import_cmd(
     dataset: str = typer.Argument(..., help="ham10000, ph2 or covid-cxr"),
@@ -21,15 +32,10 @@ def import_cmd(
 ) -> None:
     """Write the manifest of a bundled dataset."""
     from medcbm.data.importers import import_dataset
-    from medcbm.data.manifest import SkipLog, manifest_summary, save_manifest
+    from medcbm.data.manifest import SkipLog
 
     skips = SkipLog() if skip_bad else None
-    m = import_dataset(dataset, data_root, skips=skips)
-    save_manifest(m, out)
-    if skips is not None and len(skips):
-        skips.write(out.with_suffix(".skipped.json"))
-        console.print(f"[yellow]{len(skips)} rows skipped[/yellow], listed in {out.with_suffix('.skipped.json')}")
-    console.print(f"wrote {out}: {manifest_summary(m)}")
+    _write(import_dataset(dataset, data_root, skips=skips), out, skips, "rows")
 
 
 @app.command("import-folder")
@@ -43,15 +49,11 @@ def import_folder_cmd(
 ) -> None:
     """Write a manifest for your own images (DICOM headers fill patient, sex, age, site, view)."""
     from medcbm.data.importers import import_folder
-    from medcbm.data.manifest import SkipLog, manifest_summary, save_manifest
+    from medcbm.data.manifest import SkipLog
 
     skips = SkipLog() if skip_bad else None
-    m = import_folder(folder, labels_csv=labels_csv, image_col=image_col, label_col=label_col, skips=skips)
-    save_manifest(m, out)
-    if skips is not None and len(skips):
-        skips.write(out.with_suffix(".skipped.json"))
-        console.print(f"[yellow]{len(skips)} files skipped[/yellow], listed in {out.with_suffix('.skipped.json')}")
-    console.print(f"wrote {out}: {manifest_summary(m)}")
+    _write(import_folder(folder, labels_csv=labels_csv, image_col=image_col, label_col=label_col, skips=skips),
+           out, skips, "files")
 
 
 @app.command("validate")

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from medcbm.errors import ConfigError, RegistryError
+from medcbm._config import load_yaml_model
+
+from medcbm.errors import RegistryError
 
 PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "configs" / "protocols"
 
@@ -91,14 +92,6 @@ class Protocol(BaseModel):
         return self
 
 
-def _format_validation(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid protocol {source}:"]
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "<root>"
-        lines.append(f"  {loc}: {err['msg']}")
-    return "\n".join(lines)
-
-
 def list_protocols() -> list[str]:
     """Names of the protocols shipped in ``configs/protocols``."""
     return sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml"))
@@ -111,15 +104,4 @@ def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
         p = PROTOCOL_DIR / f"{name_or_path}.yaml"
         if not p.is_file():
             raise RegistryError(f"unknown protocol '{name_or_path}'. Available: {', '.join(list_protocols())}")
-    if not p.is_file():
-        raise ConfigError(f"protocol file not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"protocol {p} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"protocol {p} must be a YAML mapping")
-    try:
-        return Protocol.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, str(p))) from None
+    return load_yaml_model(p, Protocol, what="protocol")
