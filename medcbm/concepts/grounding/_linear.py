@@ -7,9 +7,9 @@ Objective per problem ``p`` (the same optimum as scikit-learn's ``C``-parameteri
     sum_i w_ip * BCE(x_i . v_p + b_p, y_ip) / n_p + lam_p / 2 * ||v_p||^2        (bias unregularised)
 
 By the representer theorem the optimal ``v_p`` lies in the row space of ``X``; with ``X = U S V^T`` we
-solve exactly in the ``r = rank(X) <= n`` coordinates ``Z = U S`` and map back with ``v = V beta``. There
-every problem is small enough for batched damped Newton steps (Cholesky solves of ``(r+1)^2`` systems),
-which converge in a handful of iterations where first-order methods crawl on ill-conditioned grids.
+solve exactly in the ``r = rank(X) <= n`` coordinates ``Z = U S`` and map back with ``v = V beta``.
+There, :func:`fit_batched_logistic` runs accelerated majorisation-minimisation whose curvature matrix
+depends only on each problem's fold, so one eigendecomposition per fold serves every concept and C.
 """
 
 from __future__ import annotations
@@ -91,8 +91,7 @@ def fit_batched_logistic(
     beta = torch.zeros(Z.shape[1], P, dtype=f32)
     bias = torch.zeros(P, dtype=f32)
     # warm start along the regularisation path: solve the strongest penalties first and start each weaker
-    # one from the solution of the same (fold, concept) with the next stronger penalty
-    # problems that differ only in their penalty share targets and weights: identify them by content
+    # one from the solution of the same (fold, concept) problem -- same targets and weights -- one level up
     sig = [hash((Y[:, p].tobytes(), W[:, p].tobytes())) for p in range(P)]
     levels = torch.unique(lam_t).flip(0)  # strongest penalty first
     stages = [torch.nonzero(lam_t == lv).squeeze(1) for lv in levels] if len(levels) <= 32 else [torch.arange(P)]
