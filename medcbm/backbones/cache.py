@@ -1,6 +1,6 @@
 """Persistent feature cache keyed by backbone fingerprint and image content hash.
 
-Layout: ``<root>/<backbone fingerprint>/shard-<n>.safetensors``; each shard holds a ``features``
+Layout: ``<root>/<backbone fingerprint>-v<pipeline version>/shard-<n>.safetensors``; each shard holds a ``features``
 tensor and, in its safetensors metadata, the content hashes of its rows. Shards are written
 atomically, so an interrupted extraction keeps every finished shard and a rerun resumes from there.
 """
@@ -19,6 +19,10 @@ from medcbm.backbones._registry import BackboneSpec
 
 logger = logging.getLogger(__name__)
 
+# Bump when image loading or preprocessing code changes what a given file decodes to: the backbone
+# fingerprint captures settings, not code, and a stale cache silently mixes old and new features.
+PIPELINE_VERSION = 2
+
 
 def content_hash(path: str | os.PathLike) -> str:
     """Identity of an image for caching: SHA-256 of its bytes (renames and copies still hit)."""
@@ -29,7 +33,7 @@ class FeatureCache:
     """Read/append features for one backbone (+ preprocessing)."""
 
     def __init__(self, root: str | os.PathLike, spec: BackboneSpec):
-        self.dir = Path(root) / spec.fingerprint()
+        self.dir = Path(root) / f"{spec.fingerprint()}-v{PIPELINE_VERSION}"
         self.dir.mkdir(parents=True, exist_ok=True)
         spec_file = self.dir / "backbone.json"
         if not spec_file.exists():
