@@ -29,6 +29,8 @@ bench: $(STAMP)
 	mkdir -p runs/bench
 	$(BIN)/medcbm bench features --json runs/bench/features.json
 	$(BIN)/medcbm bench shift --protocol ham10000-site-confounded --seeds 5 --json runs/bench/shift.json
+	$(BIN)/medcbm bench concepts --json runs/bench/concepts.json
+	$(BIN)/medcbm bench retrieval --json runs/bench/retrieval.json
 
 clean-venv:
 	rm -rf $(VENV)
