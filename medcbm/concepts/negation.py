@@ -11,6 +11,8 @@ pseudo-labels (issue 5): ``label_text(note, vocab) -> {concept: 1 | 0 | None}``.
 
 from __future__ import annotations
 
+from medcbm._text import trim_spans
+
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -97,15 +99,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
         start = end
     if text[start:].strip():
         spans.append((start, len(text)))
-    # trim whitespace
-    out = []
-    for s, e in spans:
-        while s < e and text[s].isspace():
-            s += 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
-        out.append((s, e))
-    return out
+    return trim_spans(text, spans, drop_empty=False)
 
 
 def _is_negated(text: str, clause: tuple[int, int], start: int, end: int) -> bool:

@@ -9,6 +9,8 @@ short but complete); other fragments under ``min_chars`` are dropped.
 
 from __future__ import annotations
 
+from medcbm._text import trim_spans
+
 import hashlib
 import re
 
@@ -37,15 +39,7 @@ def _sentence_spans(text: str) -> list[tuple[int, int]]:
     if pos < len(text):
         spans.append((pos, len(text)))
     # trim whitespace inside each span so offsets point at real characters
-    out = []
-    for s, e in spans:
-        while s < e and text[s].isspace():
-            s += 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
-        if e > s:
-            out.append((s, e))
-    return out
+    return trim_spans(text, spans)
 
 
 def _split_long(text: str, s: int, e: int, max_chars: int) -> list[tuple[int, int]]:
