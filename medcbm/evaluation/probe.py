@@ -8,7 +8,6 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from medcbm.evaluation.metrics import accuracy
 from medcbm.evaluation.methods import MethodInput, MethodOutput, register_method
 
 logger = logging.getLogger(__name__)

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from medcbm._io import atomic_write_json, atomic_write_text
-from medcbm.backbones import create_backbone, get_backbone_spec
+from medcbm.backbones import get_backbone_spec
 from medcbm.backbones.features import extract_features
 from medcbm.data.importers import import_dataset, list_datasets
 from medcbm.data.manifest import Manifest, SkipLog, load_manifest, save_manifest
 from medcbm.evaluation.methods import MethodInput, get_method
 from medcbm.evaluation.metrics import mean_std, shift_summary, split_metrics, subgroup_metrics
 from medcbm.evaluation.protocols import Protocol, load_protocol
-from medcbm.evaluation.splits import SPLITS, build_splits
+from medcbm.evaluation.splits import build_splits
 
 logger = logging.getLogger(__name__)
 

@@ -81,8 +81,6 @@ def confounded_splits(manifest: Manifest, y: np.ndarray, protocol: Protocol, see
     cfg = protocol.split
     assert isinstance(cfg, ConfoundedSplit)
     f = manifest.frame
-    if cfg.nuisance not in f.columns:
-        raise ConfigError(f"split.nuisance: manifest has no column '{cfg.nuisance}'")
     value_to_group = {v: g for g, vals in cfg.groups.items() for v in vals}
     df = pd.DataFrame({"_y": y, "_grp": f[cfg.nuisance].map(value_to_group), "_g": f[cfg.group_by].astype(str)})
     rng = np.random.default_rng(seed)
@@ -117,8 +115,6 @@ def site_holdout_splits(manifest: Manifest, y: np.ndarray, protocol: Protocol, s
     cfg = protocol.split
     assert isinstance(cfg, SiteHoldoutSplit)
     f = manifest.frame
-    if cfg.nuisance not in f.columns:
-        raise ConfigError(f"split.nuisance: manifest has no column '{cfg.nuisance}'")
     vals = f[cfg.nuisance].astype(str).str.strip()
     ood = vals.isin([v.strip() for v in cfg.ood_values]).to_numpy()
     if not ood.any():
@@ -144,6 +140,10 @@ def site_holdout_splits(manifest: Manifest, y: np.ndarray, protocol: Protocol, s
 
 def build_splits(manifest: Manifest, protocol: Protocol, seed: int) -> Splits:
     """Apply the protocol's label map and split design for one seed."""
+    for key in ("nuisance", "group_by"):
+        col = getattr(protocol.split, key)
+        if col not in manifest.frame.columns:
+            raise ConfigError(f"split.{key}: manifest has no column '{col}' (columns: {list(manifest.frame.columns)})")
     sub, y = apply_label_map(manifest, protocol)
     if isinstance(protocol.split, ConfoundedSplit):
         return confounded_splits(sub, y, protocol, seed)

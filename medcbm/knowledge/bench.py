@@ -92,7 +92,6 @@ def _timed_build(fn, info_path: Path) -> dict[str, Any]:
 def build_quality_store(root: Path) -> tuple[KnowledgeStore, dict]:
     """Starter corpus + HPO terms, cached in ``root/quality``."""
     from medcbm.knowledge.ingest import build_default_store
-    from medcbm.knowledge.store import open_store
 
     holder: dict[str, KnowledgeStore] = {}
 

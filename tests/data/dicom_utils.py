@@ -10,7 +10,6 @@ def write_dicom(path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", b
                 window: tuple[float, float] | None = None, patient: str = "P1", sex: str = "F",
                 age: str = "045Y", institution: str = "Test Hospital", view: str = "PA", with_pixels: bool = True) -> str:
     """Save ``pixels`` ((H, W) gray or (H, W, 3) uint8 RGB) as a Secondary Capture / CR DICOM file."""
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
