@@ -65,3 +65,15 @@ def test_state_roundtrip(probes, ph2_features):
     t, meta = probes.get_state()
     again = ConceptProbes.from_state(t, meta)
     np.testing.assert_allclose(again.predict_concepts(X), probes.predict_concepts(X), rtol=1e-6)
+
+
+def test_auc_columns_matches_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from medcbm.concepts.grounding.probes import auc_columns
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 80)
+    S = np.round(rng.normal(size=(80, 4)) + y[:, None], 1)  # rounding creates ties
+    np.testing.assert_allclose(auc_columns(y, S), [roc_auc_score(y, S[:, j]) for j in range(4)], atol=1e-12)
+    assert np.isnan(auc_columns(np.zeros(5), np.arange(5.0))).all()
