@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from medcbm._io import sha256_text
 from medcbm.backbones._registry import BackboneSpec, get_backbone_spec
 from medcbm.backbones.cache import FeatureCache, content_hash
 from medcbm.backbones.loaders import FeatureExtractor, create_backbone
@@ -39,8 +40,9 @@ class Features:
 class _ImageDataset(Dataset):
     """Decodes and preprocesses files; errors come back as values so workers never raise tracebacks."""
 
-    def __init__(self, paths: list[str], rows: list[int], spec: BackboneSpec):
+    def __init__(self, paths: list[str], rows: list[int], spec: BackboneSpec, masks: list[str | None] | None = None):
         self.paths, self.rows = paths, rows
+        self.masks = masks or [None] * len(paths)
         self.transform = preprocess_transforms(spec.preprocess)
 
     def __len__(self) -> int:
@@ -48,12 +50,12 @@ class _ImageDataset(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return i, self.transform({"image": self.paths[i]})["image"], None
+            return i, self.transform({"image": self.paths[i], "mask": self.masks[i]})["image"], None
         except Exception as exc:  # anything a reader library throws becomes a per-file message
             cause = unwrap_transform_error(exc)
-            if isinstance(cause, DataError):
-                return i, None, str(cause)
-            return i, None, f"cannot load image: {type(cause).__name__}: {cause} [file {self.paths[i]}]"
+            if isinstance(cause, DataError):  # keep which file and field it blames (the image or its mask)
+                return i, None, (str(cause).split(" [file")[0], cause.path or self.paths[i], cause.field or "image")
+            return i, None, (f"cannot load image: {type(cause).__name__}: {cause}", self.paths[i], "image")
 
 
 def _collate(batch):
@@ -86,6 +88,18 @@ def optimize_for_inference(model: FeatureExtractor, image_size: int, *, channels
     except Exception as exc:  # noqa: BLE001 - any tracing failure means "use eager"
         logger.info("tracing %s failed (%s); using eager mode", type(model).__name__, exc)
         return model
+
+
+def _crop_masks(manifest: Manifest, spec: BackboneSpec) -> list[str | None]:
+    """Mask path per row when the backbone crops to lesion masks (``None``: use the whole image)."""
+    if spec.preprocess.crop == "none":
+        return [None] * len(manifest)
+    masks = [None if m is None else str(m) for m in manifest.mask_paths()]
+    missing = sum(m is None for m in masks)
+    if missing:
+        logger.info("%s crops to lesion masks; %d of %d images have none and are used whole",
+                    spec.name, missing, len(masks))
+    return masks
 
 
 def _default_workers() -> int:
@@ -125,15 +139,22 @@ def extract_features(
     spec = get_backbone_spec(backbone) if isinstance(backbone, str) else backbone
     t0 = time.perf_counter()
     paths = [str(p) for p in manifest.image_paths()]
+    masks = _crop_masks(manifest, spec)
     hashes: list[str | None] = []
     for i, p in enumerate(paths):
         try:
-            hashes.append(content_hash(p))
+            h = content_hash(p)
         except FileNotFoundError:
             if skips is None:
                 raise DataError("image file not found", path=p, row=i + 1, field="image") from None
             skips.add("image file not found", row=i + 1, path=p)
-            hashes.append(None)
+            h = None
+        if h is not None and masks[i] is not None:
+            try:  # the cached vector depends on the mask too
+                h = sha256_text(h, content_hash(masks[i]))
+            except FileNotFoundError:
+                raise DataError("lesion mask file not found", path=masks[i], row=i + 1, field="mask") from None
+        hashes.append(h)
     cache = FeatureCache(cache_dir, spec) if cache_dir is not None else None
     todo = sorted({h: i for i, h in enumerate(hashes) if h is not None and (cache is None or h not in cache)}.values())
     computed: dict[str, np.ndarray] = {}
@@ -146,7 +167,7 @@ def extract_features(
         fast = optimize_for_inference(model, spec.preprocess.image_size) if optimize else model.eval()
         setup_s = time.perf_counter() - ts
         ts = time.perf_counter()
-        ds = _ImageDataset([paths[i] for i in todo], todo, spec)
+        ds = _ImageDataset([paths[i] for i in todo], todo, spec, [masks[i] for i in todo])
         workers = _default_workers() if num_workers is None else num_workers
         dl = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                         persistent_workers=False, prefetch_factor=4 if workers else None)
@@ -155,11 +176,11 @@ def extract_features(
         buf_f: list[np.ndarray] = []
         with torch.inference_mode():
             for _, ok_idx, x, errors in dl:
-                for local, msg in errors:
+                for local, (msg, bad_path, bad_field) in errors:
                     row = todo[local]
                     if skips is None:
-                        raise DataError(msg.split(" [file")[0], path=paths[row], row=row + 1, field="image")
-                    skips.add(msg, row=row + 1, path=paths[row])
+                        raise DataError(msg, path=bad_path, row=row + 1, field=bad_field)
+                    skips.add(f"{msg} [field '{bad_field}']", row=row + 1, path=bad_path)
                     failed.add(row)
                 if x is not None:
                     if optimize:

@@ -33,6 +33,17 @@ def efficientnet_lite0_ml() -> BackboneSpec:
     })
 
 
+@register_backbone
+def efficientnet_lite0_lesion() -> BackboneSpec:
+    """Multi-layer EfficientNet-Lite0 at 320 px on the lesion-mask crop (whole image where no mask)."""
+    return efficientnet_lite0_ml().model_copy(update={
+        "name": "efficientnet_lite0_lesion",
+        "preprocess": TF_LITE_PREPROCESS.model_copy(update={"image_size": 320, "crop": "mask_bbox"}),
+        "description": "EfficientNet-Lite0 multi-layer, 320 px, cropped to the lesion mask's bounding box when the "
+                       "manifest has one (PH2); lesion-focused concept grounding.",
+    })
+
+
 @register_prefix("timm")
 def _timm(rest: str) -> BackboneSpec:
     """``timm:<arch>`` (random init), ``timm:<arch>@<weights file>`` or ``timm:<arch>@hf-hub`` (download)."""

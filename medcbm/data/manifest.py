@@ -136,6 +136,19 @@ class Manifest:
     def image_paths(self) -> list[Path]:
         return [self.image_path(i) for i in range(len(self))]
 
+    def mask_paths(self) -> list[Path | None]:
+        """Absolute lesion-mask path per row (``None`` where the manifest has no ``mask`` for it)."""
+        if "mask" not in self.frame.columns:
+            return [None] * len(self)
+        out: list[Path | None] = []
+        for v in self.frame["mask"].tolist():
+            if not isinstance(v, str) or not v.strip():
+                out.append(None)
+                continue
+            p = Path(v)
+            out.append(p if p.is_absolute() else self.root / p)
+        return out
+
     def subset(self, index: Iterable[int]) -> "Manifest":
         """Rows by position (a new manifest sharing the root)."""
         m = Manifest.__new__(Manifest)

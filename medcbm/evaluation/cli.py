@@ -40,7 +40,8 @@ def register_bench(bench_app: typer.Typer) -> None:
     @bench_app.command("concepts")
     def bench_concepts_cmd(
         json_path: Path = typer.Option(Path("runs/bench/concepts.json"), "--json"),
-        backbone: str = typer.Option("efficientnet_lite0_ml", "--backbone", help="concept-grounding backbone"),
+        backbone: str = typer.Option("efficientnet_lite0_lesion", "--backbone", help="concept-grounding backbone"),
+        repeats: int = typer.Option(3, "--repeats", help="timing repeats of both fits (medians reported)"),
         data_root: Optional[Path] = typer.Option(None, "--data-root"),
         cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
     ) -> None:
@@ -56,7 +57,8 @@ def register_bench(bench_app: typer.Typer) -> None:
         names = list(PH2_CONCEPTS)
         X = extract_features(ph2, backbone, cache_dir=cache_dir).X
         res = bench_concepts(X, ph2.frame[[CONCEPT_PREFIX + k for k in names]].to_numpy(float), names,
-                             backbone=backbone, feature_mode=get_backbone_spec(backbone).pooling)
+                             backbone=backbone, feature_mode=get_backbone_spec(backbone).pooling, repeats=repeats)
+        res["preprocess"] = get_backbone_spec(backbone).preprocess.model_dump()
         atomic_write_json(json_path, res)
         console.print_json(data={k: v for k, v in res.items() if k != "per_concept"})
         console.print(f"wrote {json_path}")

@@ -51,3 +51,35 @@ def test_bad_image_raises_with_row_or_is_skipped(tmp_path, small):
     out = extract_features(m, progress=False, skips=skips, num_workers=1)
     assert len(out.manifest) == 23 and out.X.shape[0] == 23 and len(skips) == 1
     assert frame.loc[5, "id"] not in out.ids and skips.items[0].row == 6
+
+
+def test_lesion_crop_features_depend_on_the_mask(tmp_path, ph2_manifest):
+    """The cache key covers the mask: a different mask gives different features; a missing one is named."""
+    from PIL import Image
+
+    frame = ph2_manifest.subset(range(2)).frame.copy()
+    frame["image"] = [str(p) for p in ph2_manifest.subset(range(2)).image_paths()]
+    frame["mask"] = [str(p) for p in ph2_manifest.subset(range(2)).mask_paths()]
+    cache = tmp_path / "cache"
+    first = extract_features(Manifest(frame, tmp_path), "efficientnet_lite0_lesion", cache_dir=cache, progress=False,
+                             num_workers=0)
+    assert first.X.shape == (2, 2064) and first.stats["extracted"] == 2
+    m = np.array(Image.open(frame.loc[0, "mask"])) > 0
+    ys, xs = np.nonzero(m)
+    small = np.zeros_like(m)
+    small[ys.min():(ys.min() + ys.max()) // 2, xs.min():(xs.min() + xs.max()) // 2] = True  # a quarter of the box
+    Image.fromarray(small.astype(np.uint8) * 255).save(tmp_path / "quarter.png")
+    frame2 = frame.copy()
+    frame2.loc[0, "mask"] = str(tmp_path / "quarter.png")
+    second = extract_features(Manifest(frame2, tmp_path), "efficientnet_lite0_lesion", cache_dir=cache, progress=False,
+                              num_workers=0)
+    assert second.stats["extracted"] == 1 and second.stats["from_cache"] == 1
+    np.testing.assert_array_equal(second.X[1], first.X[1])
+    assert np.abs(second.X[0] - first.X[0]).max() > 1e-2
+    Image.fromarray(np.zeros_like(small, np.uint8)).save(tmp_path / "empty.png")
+    frame2.loc[1, "mask"] = str(tmp_path / "empty.png")
+    with pytest.raises(DataError, match=r"lesion mask is empty.*empty.png, manifest row 2, field 'mask'"):
+        extract_features(Manifest(frame2, tmp_path), "efficientnet_lite0_lesion", progress=False, num_workers=0)
+    frame2.loc[1, "mask"] = str(tmp_path / "gone.png")
+    with pytest.raises(DataError, match=r"gone.png, manifest row 2, field 'mask'"):
+        extract_features(Manifest(frame2, tmp_path), "efficientnet_lite0_lesion", cache_dir=cache, progress=False)
