@@ -21,6 +21,9 @@ class BottleneckConfig(BaseModel):
         class_balanced: weight the cross-entropy by inverse class frequency.
         lr, max_epochs, patience: full-batch Adam with early stopping on validation loss.
         standardize: centre/scale concept probabilities before the linear layer (weights stay comparable).
+        sign_constraint: project ``W`` after every step so no weight contradicts a non-zero prior entry
+            (``W * W_prior >= 0``): the hard version of the prior, so a concept can never be used against
+            the clinical knowledge even when the training data's shortcut rewards it.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -32,6 +35,7 @@ class BottleneckConfig(BaseModel):
     max_epochs: int = Field(2000, gt=0)
     patience: int = Field(200, gt=0)
     standardize: bool = True
+    sign_constraint: bool = False
     seed: int = 0
 
 
@@ -121,6 +125,8 @@ def _fit(P, y, P_val, y_val, *, n_classes, prior, cfg, sw=None, vw=None) -> Fitt
         loss.backward()
         opt.step()
         with torch.no_grad():
+            if prior_t is not None and cfg.sign_constraint:
+                W.mul_(((W * prior_t) >= 0).float())
             vl = float(_weighted_ce(Zv @ W.T + b, yv, cw, vwt))
         if vl < best[0] - 1e-5:
             best, bad = (vl, W.detach().clone(), b.detach().clone(), epoch + 1), 0
