@@ -53,3 +53,35 @@ def test_quickstart_one_seed(tmp_path, data_root, feature_cache):
     lp = res["methods"]["linear_probe"]
     assert lp["id_acc"]["mean"] > 0.8 and lp["ood_acc"]["mean"] < 0.65  # KnoBo's collapse, reproduced
     assert "linear_probe" in r.stdout and "OOD acc" in r.stdout
+
+
+def test_train_evaluate_predict(tmp_path, data_root, feature_cache, ham_manifest):
+    cfg = tmp_path / "cbm.yaml"
+    cfg.write_text(f"name: t\nout_dir: {tmp_path / 'model'}\nprior: expert\nbalance_nuisance: true\n"
+                   "grounding: {backbone: efficientnet_lite0_lesion}\n")
+    env = {"MEDCBM_DATA": str(data_root)}
+    r = medcbm("train", "-c", cfg, "--cache-dir", feature_cache, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    model = tmp_path / "model"
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["provenance"]["prior_source"].endswith("ph2_benign_malignant.yaml")
+    assert "melanoma_pattern" in meta["concepts"] and meta["backbone"]["name"] == "efficientnet_lite0_lesion"
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["test_ood"]["acc"] > 0.55 and metrics["test_id"]["auroc"] > 0.65
+    # a labelled manifest from another slice of HAM10000: raw dx labels map through the saved label map
+    frame = ham_manifest.frame.iloc[::150].copy()
+    frame["image"] = [str(ham_manifest.image_path(i)) for i in range(0, len(ham_manifest), 150)]
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    r = medcbm("evaluate", "--model", model, "--manifest", tmp_path / "m.csv", "--json", tmp_path / "e.json",
+               "--cache-dir", feature_cache)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ev = json.loads((tmp_path / "e.json").read_text())
+    assert ev["n"] == len(frame) and 0.5 < ev["acc"] <= 1.0 and "site" in ev["subgroups"]
+    r = medcbm("predict", "--model", model, "--manifest", tmp_path / "m.csv", "--out", tmp_path / "p.csv",
+               "--cache-dir", feature_cache)
+    assert r.returncode == 0, r.stderr[-2000:]
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert len(pred) == len(frame) and set(pred["prediction"]) <= {"benign", "malignant"}
+    assert pred["top_concepts"].notna().all()
+    r = medcbm("train", "-c", tmp_path / "nope.yaml")
+    assert r.returncode == 2 and "nope.yaml" in r.stderr and "Traceback" not in r.stderr

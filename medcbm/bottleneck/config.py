@@ -15,7 +15,7 @@ from medcbm.bottleneck.trainer import BottleneckConfig
 class GroundingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: str = Field("ph2_probes", pattern="^(ph2_probes)$", description="concept grounding strategy")
-    backbone: str = "efficientnet_lite0"
+    backbone: str = "efficientnet_lite0_lesion"
     drop_weak: bool = True
     min_auc: float = Field(0.6, ge=0.5, le=1.0)
     concepts: list[str] | None = None
@@ -30,6 +30,10 @@ class TrainConfig(BaseModel):
     seed: int = 0
     out_dir: str = "runs/models/{name}"
     bank: str | None = Field("dermoscopy/benign_malignant", description="modality/task of a shipped bank, a bank path, or null")
+    prior: str | None = Field("expert", description="'expert' (the reviewed knowledge/priors file), 'bank' (mined "
+                              "from `bank`), a prior YAML path, or null for no prior")
+    balance_nuisance: bool = Field(True, description="weight samples so the protocol's nuisance groups (e.g. site) "
+                                   "are balanced within each class")
     grounding: GroundingConfig = GroundingConfig()
     bottleneck: BottleneckConfig = BottleneckConfig()
 

@@ -2,6 +2,8 @@
 
 Dermoscopy CBMs ground concepts with probes trained on PH2's expert annotations and transferred to the
 target dataset (grounding strategy (d), the offline default), then fit a KnoBo-prior bottleneck.
+Two PH2 concept sources: the dermoscopic criteria (structures and colours) and the whole-lesion patterns
+from the clinical diagnosis; probes see lesion-mask crops of PH2 at 320 px (``efficientnet_lite0_lesion``).
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from medcbm.bottleneck.weights import balance_for
 from medcbm.bottleneck.trainer import BottleneckConfig
 from medcbm.concepts.grounding.probes import ConceptProbes
 from medcbm.data.manifest import Manifest
-from medcbm.data.ph2_vocab import CONCEPT_PREFIX, PH2_CONCEPTS
+from medcbm.data.ph2_vocab import CONCEPT_PREFIX, PH2_CONCEPTS, PH2_PATTERN_CONCEPTS
 from medcbm.evaluation.methods import MethodInput, MethodOutput, register_method
 
 logger = logging.getLogger(__name__)
 
-CONCEPT_BACKBONE = "efficientnet_lite0_ml"
-STRUCTURES = [k for k in PH2_CONCEPTS if not k.startswith("color_")]
-COLOURS = [k for k in PH2_CONCEPTS if k.startswith("color_")]
+CONCEPT_BACKBONE = "efficientnet_lite0_lesion"
+CRITERIA = list(PH2_CONCEPTS)
+PATTERNS = list(PH2_PATTERN_CONCEPTS)
+STRUCTURES = [k for k in CRITERIA if not k.startswith("color_")]
+COLOURS = [k for k in CRITERIA if k.startswith("color_")]
 DERM_BANK = ("dermoscopy", "benign_malignant")
 DERMOSCOPY = ("ham10000", "ph2")
 
@@ -41,7 +45,7 @@ def ph2_probes(ctx: dict, backbone: str = CONCEPT_BACKBONE, *, drop_weak: bool =
         from medcbm.data.importers import import_dataset
 
         ph2 = import_dataset("ph2", ctx.get("data_root"))
-        names = list(PH2_CONCEPTS)
+        names = CRITERIA + PATTERNS
         C = ph2.frame[[CONCEPT_PREFIX + k for k in names]].to_numpy(float)
         ctx[key] = ConceptProbes(drop_weak=drop_weak).fit(_features(ctx, ph2, backbone), C, names)
         logger.info("PH2 probes (%s): kept %d/%d concepts, mean CV AUROC %.3f", backbone,
@@ -97,7 +101,8 @@ def _cbm(data: MethodInput, *, drop_weak: bool = True, prior: str | None = "expe
 
 @register_method("cbm", datasets=DERMOSCOPY)
 def cbm(data: MethodInput) -> MethodOutput:
-    """Best offline configuration: multi-layer PH2 probes (weak concepts dropped), expert prior, site balancing."""
+    """Best offline configuration: lesion-focused PH2 probes for criteria and patterns (weak ones dropped),
+    expert prior, site balancing."""
     return _cbm(data)
 
 
@@ -121,14 +126,32 @@ def cbm_no_balance(data: MethodInput) -> MethodOutput:
 
 @register_method("cbm_global_features", datasets=DERMOSCOPY)
 def cbm_global_features(data: MethodInput) -> MethodOutput:
-    """Ablation: concept probes on the final pooled features only (no multi-layer pooling)."""
+    """Ablation: concept probes on the final pooled features of whole images (no multi-layer pooling, no crop)."""
     return _cbm(data, backbone="efficientnet_lite0")
+
+
+@register_method("cbm_whole_image_features", datasets=DERMOSCOPY)
+def cbm_whole_image_features(data: MethodInput) -> MethodOutput:
+    """Ablation: multi-layer probes on whole 224 px PH2 images instead of 320 px lesion-mask crops."""
+    return _cbm(data, backbone="efficientnet_lite0_ml")
 
 
 @register_method("cbm_no_filter", datasets=DERMOSCOPY)
 def cbm_no_filter(data: MethodInput) -> MethodOutput:
     """Ablation: keep every PH2 concept, including those whose probes are weak."""
     return _cbm(data, drop_weak=False)
+
+
+@register_method("cbm_src_ph2_criteria", datasets=DERMOSCOPY)
+def cbm_src_criteria(data: MethodInput) -> MethodOutput:
+    """Concept-source ablation: PH2 dermoscopic criteria only (structures and colours, no whole-lesion patterns)."""
+    return _cbm(data, concepts=CRITERIA)
+
+
+@register_method("cbm_src_ph2_patterns", datasets=DERMOSCOPY)
+def cbm_src_patterns(data: MethodInput) -> MethodOutput:
+    """Concept-source ablation: PH2 whole-lesion patterns only (melanoma-like, atypical)."""
+    return _cbm(data, concepts=PATTERNS)
 
 
 @register_method("cbm_src_ph2_structures", datasets=DERMOSCOPY)

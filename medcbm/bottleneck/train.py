@@ -16,9 +16,10 @@ from medcbm.bottleneck.artifacts import backbone_from_meta, load_cbm, save_cbm
 from medcbm.bottleneck.config import TrainConfig
 from medcbm.bottleneck.estimator import KnowledgeCBM
 from medcbm.bottleneck.methods import ph2_probes
-from medcbm.bottleneck.priors import grounded_prior
+from medcbm.bottleneck.priors import PRIORS_DIR, grounded_prior, load_prior_file
+from medcbm.bottleneck.weights import group_balance_weights, protocol_groups
 from medcbm.data.manifest import Manifest, SkipLog
-from medcbm.errors import DataError
+from medcbm.errors import ConfigError, DataError
 from medcbm.evaluation.metrics import split_metrics, subgroup_metrics
 from medcbm.evaluation.protocols import load_protocol
 from medcbm.evaluation.shift import load_protocol_manifest
@@ -37,6 +38,26 @@ def _bank_path(ref: str) -> Path:
     return default_bank_path(modality, task)
 
 
+def _prior(cfg: TrainConfig, classes: list[str]) -> tuple[dict | None, dict]:
+    """The class-concept prior the config asks for, and its provenance."""
+    if cfg.prior is None:
+        return None, {}
+    if cfg.prior == "bank":
+        from medcbm.concepts.schema import load_bank
+
+        if not cfg.bank:
+            raise ConfigError("prior: 'bank' needs a `bank` to mine the prior from")
+        bp = _bank_path(cfg.bank)
+        prior, prov = grounded_prior(load_bank(bp), classes)
+        return prior, {"prior_source": "bank", "bank": str(bp), "bank_sha256": sha256_file(bp), **prov}
+    path = PRIORS_DIR / "ph2_benign_malignant.yaml" if cfg.prior == "expert" else Path(cfg.prior)
+    prior, refs = load_prior_file(path)
+    unknown = sorted(set(prior) - set(classes))
+    if unknown:
+        raise ConfigError(f"prior {path} names classes {unknown}; the protocol's classes are {classes}")
+    return prior, {"prior_source": str(path), "prior_sha256": sha256_file(path), "prior_references": refs}
+
+
 def train_cbm(cfg: TrainConfig, *, data_root=None, cache_dir: str | os.PathLike | None = "runs/cache/features",
               progress: bool = True) -> tuple[KnowledgeCBM, dict]:
     """Train a CBM on the protocol's train/val split for ``cfg.seed`` and save it to the output folder."""
@@ -47,20 +68,19 @@ def train_cbm(cfg: TrainConfig, *, data_root=None, cache_dir: str | os.PathLike 
     spec = get_backbone_spec(cfg.grounding.backbone)
     ctx = {"data_root": data_root, "cache_dir": cache_dir, "progress": progress}
     probes = ph2_probes(ctx, spec.name, drop_weak=cfg.grounding.drop_weak)
-    prior, bank_info = None, {}
-    if cfg.bank:
-        from medcbm.concepts.schema import load_bank
-
-        bp = _bank_path(cfg.bank)
-        prior, prov = grounded_prior(load_bank(bp), proto.classes)
-        bank_info = {"bank": str(bp), "bank_sha256": sha256_file(bp), **prov}
+    prior, bank_info = _prior(cfg, proto.classes)
     X, y = {}, {}
     for split, idx in sp.index.items():
         X[split] = extract_features(sp.manifest.subset(idx), spec, cache_dir=cache_dir, progress=progress).X
         y[split] = sp.y[idx]
     model = KnowledgeCBM(probes, classes=proto.classes, prior=prior, config=cfg.bottleneck,
                          concepts=cfg.grounding.concepts)
-    model.fit(X["train"], y["train"], X["val"], y["val"])
+    weights = {}
+    if cfg.balance_nuisance:
+        groups = {s: protocol_groups(proto, sp.manifest.frame.iloc[sp.index[s]]) for s in ("train", "val")}
+        weights = {"sample_weight": group_balance_weights(y["train"], groups["train"]),
+                   "val_weight": group_balance_weights(y["val"], groups["val"])}
+    model.fit(X["train"], y["train"], X["val"], y["val"], **weights)
     metrics = {s: split_metrics(y[s], model.predict_proba(X[s]), n_boot=200) for s in ("val", "test_id", "test_ood")}
     provenance = {
         "config": cfg.model_dump(),

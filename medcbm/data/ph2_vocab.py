@@ -24,4 +24,14 @@ PH2_CONCEPTS: dict[str, tuple[str, str]] = {
     "color_black": ("Is there black colour in the lesion?", "Black == X"),
 }
 
+# Whole-lesion pattern concepts from the PH2 clinical diagnosis (expert dermoscopic judgement of the whole
+# lesion, not histology). A separate concept source: the criteria above describe parts of the lesion;
+# these describe its overall look, and transfer between sites better than any single criterion.
+PH2_PATTERN_CONCEPTS: dict[str, tuple[str, str]] = {
+    "melanoma_pattern": ("Does the lesion as a whole look like a melanoma to a dermoscopist?",
+                         "Clinical Diagnosis == Melanoma"),
+    "atypical_pattern": ("Does the lesion look atypical (atypical nevus or melanoma) rather than a common nevus?",
+                         "Clinical Diagnosis in {Atypical Nevus, Melanoma}"),
+}
+
 CONCEPT_PREFIX = "concept_"

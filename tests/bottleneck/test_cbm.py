@@ -37,10 +37,11 @@ def test_bank_prior_maps_onto_ph2_concepts(setup):
 
 def test_expert_prior_file_is_complete_and_referenced(tmp_path):
     from medcbm.bottleneck.priors import PRIORS_DIR, load_prior_file
-    from medcbm.data.ph2_vocab import PH2_CONCEPTS
+    from medcbm.data.ph2_vocab import PH2_CONCEPTS, PH2_PATTERN_CONCEPTS
 
     prior, refs = load_prior_file(PRIORS_DIR / "ph2_benign_malignant.yaml")
-    assert set(prior["malignant"]) == set(PH2_CONCEPTS) and set(refs) == set(PH2_CONCEPTS)
+    vocab = set(PH2_CONCEPTS) | set(PH2_PATTERN_CONCEPTS)
+    assert set(prior["malignant"]) == vocab and set(refs) == vocab
     assert prior["malignant"]["blue_whitish_veil"] == 1 and prior["benign"]["blue_whitish_veil"] == -1
     bad = tmp_path / "bad.yaml"
     bad.write_text("classes: [benign, malignant]\nmalignant:\n  streaks: {prior: 2, reference: x}\n")
@@ -75,6 +76,18 @@ def test_strong_prior_pins_weight_signs(setup):
     nz = P != 0
     assert nz.sum() >= 6
     assert (np.sign(m.W_[nz]) == P[nz]).mean() > 0.9
+
+
+def test_sign_constraint_never_contradicts_the_prior(setup):
+    probes, X, y, _, classes, prior = setup
+    free = KnowledgeCBM(probes, classes=classes, prior=prior, config=BottleneckConfig(prior_weight=0.0)).fit(
+        X["train"], y["train"], X["val"], y["val"])
+    nz = free.prior_ != 0
+    assert (free.W_[nz] * free.prior_[nz] < -1e-3).any(), "without a prior some weights contradict it"
+    cfg = BottleneckConfig(prior_weight=0.0, sign_constraint=True)
+    m = KnowledgeCBM(probes, classes=classes, prior=prior, config=cfg).fit(X["train"], y["train"], X["val"], y["val"])
+    assert (m.W_ * m.prior_ >= 0).all()
+    assert np.abs(m.W_).sum() > 0.1 and m.score(X["test_id"], y["test_id"]) > 0.55
 
 
 def test_bad_inputs(setup):

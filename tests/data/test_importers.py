@@ -35,6 +35,9 @@ def test_ph2_concepts_parsed_from_the_original_sheet(ph2_manifest):
     assert r["concept_asymmetry_full"] == 1 and r["concept_blue_whitish_veil"] == 1 and r["concept_streaks"] == 0
     assert [r[f"concept_color_{c}"] for c in ("white", "red", "light_brown", "dark_brown", "blue_gray", "black")] == [0, 0, 1, 1, 1, 1]
     assert all(f"concept_{k}" in f.columns for k in PH2_CONCEPTS)
+    # whole-lesion pattern concepts follow the clinical diagnosis
+    assert (f["concept_melanoma_pattern"] == (f.label == "melanoma")).all()
+    assert (f["concept_atypical_pattern"] == (f.label != "common_nevus")).all()
     # melanomas carry the atypical criteria far more often than common nevi
     mel, cn = f[f.label == "melanoma"], f[f.label == "common_nevus"]
     assert mel["concept_pigment_network_atypical"].mean() > cn["concept_pigment_network_atypical"].mean() + 0.3

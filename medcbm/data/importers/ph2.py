@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from medcbm.data.manifest import Manifest, SkipLog
-from medcbm.data.ph2_vocab import CONCEPT_PREFIX, PH2_CONCEPTS
+from medcbm.data.ph2_vocab import CONCEPT_PREFIX, PH2_CONCEPTS, PH2_PATTERN_CONCEPTS
 from medcbm.errors import DataError
 
 DIAGNOSES = {"Common Nevus": "common_nevus", "Atypical Nevus": "atypical_nevus", "Melanoma": "melanoma"}
@@ -86,6 +86,9 @@ def import_ph2(folder: str | Path, *, skips: SkipLog | None = None) -> Manifest:
         for h, key in COLOURS.items():
             derived[key] = str(row[col[h]] or "").strip().upper() == "X"
         assert set(derived) == set(PH2_CONCEPTS), "PH2 vocabulary and parser disagree"
+        derived["melanoma_pattern"] = dx[0] == "melanoma"
+        derived["atypical_pattern"] = dx[0] in ("atypical_nevus", "melanoma")
+        assert set(derived) == set(PH2_CONCEPTS) | set(PH2_PATTERN_CONCEPTS), "PH2 vocabulary and parser disagree"
         rec.update({CONCEPT_PREFIX + k: int(v) for k, v in derived.items()})
         records.append(rec)
     if not records:
