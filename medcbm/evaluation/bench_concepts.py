@@ -53,7 +53,9 @@ def bench_concepts(X: np.ndarray, C: np.ndarray, names: list[str], *, backbone: 
                    repeats: int = 3) -> dict:
     """Fit batched probes and the scikit-learn loop on the same data; report AUROC and speed.
 
-    Both are timed ``repeats`` times, interleaved so machine load hits them alike; the medians are reported.
+    Each is timed ``repeats`` times in a block (batched first) and the medians are reported. Blocks, not
+    interleaving: right after the scikit-learn loop its BLAS worker threads still spin on the cores and
+    slow whatever runs next, which would charge the loop's cost to the batched fit.
     """
     # warm-up: the first torch.linalg call loads LAPACK kernels; time the steady state of both methods
     fit_batched_logistic(X[:20], (np.arange(20) % 2)[:, None].astype(float), np.ones((20, 1)), np.ones(1))
@@ -61,6 +63,7 @@ def bench_concepts(X: np.ndarray, C: np.ndarray, names: list[str], *, backbone: 
     for _ in range(max(1, repeats)):
         probes = ConceptProbes(min_auc=0.0).fit(X, C, names)
         batched_runs.append(probes.fit_seconds_)
+    for _ in range(max(1, repeats)):
         loop_auc, s = sklearn_loop_cv(X, C, probes.all_concepts_)
         loop_runs.append(s)
     batched_s, loop_s = float(np.median(batched_runs)), float(np.median(loop_runs))

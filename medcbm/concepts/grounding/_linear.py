@@ -10,6 +10,8 @@ By the representer theorem the optimal ``v_p`` lies in the row space of ``X``; w
 solve exactly in the ``r = rank(X) <= n`` coordinates ``Z = U S`` and map back with ``v = V beta``.
 There, :func:`fit_batched_logistic` runs accelerated majorisation-minimisation whose curvature matrix
 depends only on each problem's fold, so one eigendecomposition per fold serves every concept and C.
+Problems are packed per fold into ``(fold, problem, ·)`` tensors so a step is a handful of batched
+products for all folds at once; converged problems are dropped between short rounds.
 """
 
 from __future__ import annotations
@@ -105,6 +107,19 @@ def fit_batched_logistic(
     sig = [hash((Y[:, p].tobytes(), W[:, p].tobytes())) for p in range(P)]
     levels = torch.unique(lam_t).flip(0)  # strongest penalty first
     stages = [torch.nonzero(lam_t == lv).squeeze(1) for lv in levels] if len(levels) <= 32 else [torch.arange(P)]
+    threads = torch.get_num_threads()
+    # each MM step is a few small products: intra-op threads only add synchronisation (and suffer most
+    # when other work shares the cores), so iterate single-threaded; the decompositions above use all threads
+    torch.set_num_threads(1)
+    try:
+        _solve_stages(stages, sig, Z, Yt, Wt, n_in, lam_t, a, group, spec, beta, bias, max_iter, tol)
+    finally:
+        torch.set_num_threads(threads)
+    return (V @ beta.to(f64)).numpy(), bias.to(f64).numpy()
+
+
+def _solve_stages(stages, sig, Z, Yt, Wt, n_in, lam_t, a, group, spec, beta, bias, max_iter, tol):
+    """Solve each penalty level in turn, warm-starting from the same problem one level up (in place)."""
     last_for: dict = {}
     for idx in stages:
         for p in idx.tolist():
@@ -116,7 +131,6 @@ def fit_batched_logistic(
         beta[:, idx], bias[idx] = b, c
         for p in idx.tolist():
             last_for[sig[p]] = p
-    return (V @ beta.to(f64)).numpy(), bias.to(f64).numpy()
 
 
 def _pack(group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:

@@ -56,19 +56,22 @@ class ConceptProbes(ConceptGrounder):
         min_auc: concepts whose CV AUROC falls below this are flagged (and dropped if ``drop_weak``).
         drop_weak: drop flagged concepts from ``predict_concepts`` output.
         seed: fold assignment.
+        cv_tol, tol: relative objective change that ends the cross-validation fits and the final refit.
 
     Attributes (after ``fit``): ``concept_names_`` (kept), ``cv_auc_`` (all fitted concepts),
     ``C_`` per concept, ``flagged_`` {name: reason}, ``coef_``, ``intercept_``, ``calib_``, ``mean_``, ``scale_``.
     """
 
     def __init__(self, C_grid=C_GRID, n_folds: int = 5, min_auc: float = 0.6, drop_weak: bool = True,
-                 seed: int = 0, max_iter: int = 400):
+                 seed: int = 0, max_iter: int = 400, cv_tol: float = 1e-3, tol: float = 1e-4):
         self.C_grid, self.n_folds, self.min_auc = tuple(C_grid), n_folds, min_auc
         self.drop_weak, self.seed, self.max_iter = drop_weak, seed, max_iter
+        self.cv_tol, self.tol = cv_tol, tol
 
     def get_params(self, deep: bool = True) -> dict:
         return {"C_grid": self.C_grid, "n_folds": self.n_folds, "min_auc": self.min_auc,
-                "drop_weak": self.drop_weak, "seed": self.seed, "max_iter": self.max_iter}
+                "drop_weak": self.drop_weak, "seed": self.seed, "max_iter": self.max_iter,
+                "cv_tol": self.cv_tol, "tol": self.tol}
 
     def fit(self, X: np.ndarray, C: np.ndarray, concept_names: list[str]) -> "ConceptProbes":
         """Fit on features ``X (n, d)`` and binary annotations ``C (n, K)`` (NaN = not annotated)."""
@@ -105,7 +108,9 @@ class ConceptProbes(ConceptGrounder):
         Y = np.tile(Cu, (1, F * J))
         M = np.concatenate([np.tile(~held[f][:, None] & Mu, (1, J)) for f in range(F)], axis=1)
         lam = np.concatenate([np.repeat([1.0 / (c * (~held[f]).sum()) for c in self.C_grid], K) for f in range(F)])
-        coef, b = fit_batched_logistic(Xs, Y, balanced_weights(Y, M), lam, max_iter=self.max_iter)
+        # the CV fits only rank the C values by AUROC, which settles long before the objective does; the
+        # final refit below is solved to the tight tolerance
+        coef, b = fit_batched_logistic(Xs, Y, balanced_weights(Y, M), lam, max_iter=self.max_iter, tol=self.cv_tol)
         logits = (Xs @ coef + b).reshape(n, F, J, K)
         oof = np.zeros((n, J, K))
         for f in range(F):
@@ -115,7 +120,7 @@ class ConceptProbes(ConceptGrounder):
         self.C_ = {names[k]: float(self.C_grid[best[k]]) for k in range(K)}
         self.cv_auc_ = {names[k]: float(auc[best[k], k]) for k in range(K)}
         lam_full = np.array([1.0 / (self.C_grid[best[k]] * n) for k in range(K)])
-        coef, b = fit_batched_logistic(Xs, Cu, balanced_weights(Cu, Mu), lam_full, max_iter=self.max_iter)
+        coef, b = fit_batched_logistic(Xs, Cu, balanced_weights(Cu, Mu), lam_full, max_iter=self.max_iter, tol=self.tol)
         # Platt scaling on out-of-fold logits: balanced training shifts probabilities; calibrate to prevalence
         oof_best = oof[:, best, np.arange(K)]
         self.calib_ = self._platt(oof_best, Cu, Mu)
