@@ -97,8 +97,9 @@ def _crop_masks(manifest: Manifest, spec: BackboneSpec) -> list[str | None]:
     masks = [None if m is None else str(m) for m in manifest.mask_paths()]
     missing = sum(m is None for m in masks)
     if missing:
-        logger.info("%s crops to lesion masks; %d of %d images have none and are used whole",
-                    spec.name, missing, len(masks))
+        # a manifest without a mask column at all is the normal target-dataset case: say it once per call, quietly
+        log = logger.info if "mask" in manifest.frame.columns else logger.debug
+        log("%s crops to lesion masks; %d of %d images have none and are used whole", spec.name, missing, len(masks))
     return masks
 
 
