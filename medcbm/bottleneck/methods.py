@@ -13,7 +13,7 @@ import logging
 import numpy as np
 
 from medcbm.bottleneck.estimator import KnowledgeCBM
-from medcbm.bottleneck.priors import PRIORS_DIR, grounded_prior, load_prior_file
+from medcbm.bottleneck.priors import EXPERT_PRIOR_FILE, grounded_prior, load_prior_file
 from medcbm.bottleneck.weights import balance_for
 from medcbm.bottleneck.trainer import BottleneckConfig
 from medcbm.concepts.grounding.probes import ConceptProbes
@@ -66,7 +66,7 @@ def bank_prior(ctx: dict, classes: list[str]) -> dict:
 
 def expert_prior(classes: list[str]) -> dict:
     """The reviewed ABCD / 7-point-checklist prior over PH2 criteria (``knowledge/priors``)."""
-    prior, _ = load_prior_file(PRIORS_DIR / "ph2_benign_malignant.yaml")
+    prior, _ = load_prior_file(EXPERT_PRIOR_FILE)
     return prior
 
 
@@ -106,61 +106,34 @@ def cbm(data: MethodInput) -> MethodOutput:
     return _cbm(data)
 
 
-@register_method("cbm_no_prior", datasets=DERMOSCOPY)
-def cbm_no_prior(data: MethodInput) -> MethodOutput:
-    """Ablation: the same bottleneck without the KnoBo prior term."""
-    return _cbm(data, prior=None)
+# name -> (what it changes, keyword arguments of _cbm); each is registered as its own benchmark method
+ABLATIONS: dict[str, tuple[str, dict]] = {
+    "cbm_no_prior": ("the same bottleneck without the KnoBo prior term", {"prior": None}),
+    "cbm_bank_prior": ("the prior mined automatically from the concept bank instead of the reviewed one",
+                       {"prior": "bank"}),
+    "cbm_no_balance": ("no nuisance-group balancing (KnoBo's original setting)", {"balance": False}),
+    "cbm_global_features": ("concept probes on the final pooled features of whole images (no multi-layer "
+                            "pooling, no crop)", {"backbone": "efficientnet_lite0"}),
+    "cbm_whole_image_features": ("multi-layer probes on whole 224 px PH2 images instead of 320 px lesion-mask "
+                                 "crops", {"backbone": "efficientnet_lite0_ml"}),
+    "cbm_no_filter": ("keep every PH2 concept, including those whose probes are weak", {"drop_weak": False}),
+    "cbm_src_ph2_criteria": ("concept source: PH2 dermoscopic criteria only (structures and colours, no "
+                             "whole-lesion patterns)", {"concepts": CRITERIA}),
+    "cbm_src_ph2_patterns": ("concept source: PH2 whole-lesion patterns only (melanoma-like, atypical)",
+                             {"concepts": PATTERNS}),
+    "cbm_src_ph2_structures": ("concept source: PH2 dermoscopic structures only (no colours)",
+                               {"concepts": STRUCTURES}),
+    "cbm_src_ph2_colours": ("concept source: PH2 colours only", {"concepts": COLOURS}),
+}
 
 
-@register_method("cbm_bank_prior", datasets=DERMOSCOPY)
-def cbm_bank_prior(data: MethodInput) -> MethodOutput:
-    """Ablation: the prior mined automatically from the concept bank instead of the reviewed one."""
-    return _cbm(data, prior="bank")
+def _register_ablation(name: str, what: str, kwargs: dict) -> None:
+    def method(data: MethodInput) -> MethodOutput:
+        return _cbm(data, **kwargs)
+
+    method.__name__, method.__doc__ = name, f"Ablation: {what}."
+    register_method(name, datasets=DERMOSCOPY)(method)
 
 
-@register_method("cbm_no_balance", datasets=DERMOSCOPY)
-def cbm_no_balance(data: MethodInput) -> MethodOutput:
-    """Ablation: no nuisance-group balancing (KnoBo's original setting)."""
-    return _cbm(data, balance=False)
-
-
-@register_method("cbm_global_features", datasets=DERMOSCOPY)
-def cbm_global_features(data: MethodInput) -> MethodOutput:
-    """Ablation: concept probes on the final pooled features of whole images (no multi-layer pooling, no crop)."""
-    return _cbm(data, backbone="efficientnet_lite0")
-
-
-@register_method("cbm_whole_image_features", datasets=DERMOSCOPY)
-def cbm_whole_image_features(data: MethodInput) -> MethodOutput:
-    """Ablation: multi-layer probes on whole 224 px PH2 images instead of 320 px lesion-mask crops."""
-    return _cbm(data, backbone="efficientnet_lite0_ml")
-
-
-@register_method("cbm_no_filter", datasets=DERMOSCOPY)
-def cbm_no_filter(data: MethodInput) -> MethodOutput:
-    """Ablation: keep every PH2 concept, including those whose probes are weak."""
-    return _cbm(data, drop_weak=False)
-
-
-@register_method("cbm_src_ph2_criteria", datasets=DERMOSCOPY)
-def cbm_src_criteria(data: MethodInput) -> MethodOutput:
-    """Concept-source ablation: PH2 dermoscopic criteria only (structures and colours, no whole-lesion patterns)."""
-    return _cbm(data, concepts=CRITERIA)
-
-
-@register_method("cbm_src_ph2_patterns", datasets=DERMOSCOPY)
-def cbm_src_patterns(data: MethodInput) -> MethodOutput:
-    """Concept-source ablation: PH2 whole-lesion patterns only (melanoma-like, atypical)."""
-    return _cbm(data, concepts=PATTERNS)
-
-
-@register_method("cbm_src_ph2_structures", datasets=DERMOSCOPY)
-def cbm_src_structures(data: MethodInput) -> MethodOutput:
-    """Concept-source ablation: PH2 dermoscopic structures only (no colours)."""
-    return _cbm(data, concepts=STRUCTURES)
-
-
-@register_method("cbm_src_ph2_colours", datasets=DERMOSCOPY)
-def cbm_src_colours(data: MethodInput) -> MethodOutput:
-    """Concept-source ablation: PH2 colours only."""
-    return _cbm(data, concepts=COLOURS)
+for _name, (_what, _kwargs) in ABLATIONS.items():
+    _register_ablation(_name, _what, _kwargs)

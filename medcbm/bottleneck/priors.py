@@ -13,6 +13,7 @@ import yaml
 from medcbm.errors import ConfigError
 
 PRIORS_DIR = Path(__file__).resolve().parents[2] / "knowledge" / "priors"
+EXPERT_PRIOR_FILE = PRIORS_DIR / "ph2_benign_malignant.yaml"  # reviewed ABCD / 7-point-checklist prior
 
 
 def load_prior_file(path: str | os.PathLike) -> tuple[dict[str, dict[str, int]], dict[str, str]]:

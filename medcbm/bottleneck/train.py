@@ -16,8 +16,8 @@ from medcbm.bottleneck.artifacts import backbone_from_meta, load_cbm, save_cbm
 from medcbm.bottleneck.config import TrainConfig
 from medcbm.bottleneck.estimator import KnowledgeCBM
 from medcbm.bottleneck.methods import ph2_probes
-from medcbm.bottleneck.priors import PRIORS_DIR, grounded_prior, load_prior_file
-from medcbm.bottleneck.weights import group_balance_weights, protocol_groups
+from medcbm.bottleneck.priors import EXPERT_PRIOR_FILE, grounded_prior, load_prior_file
+from medcbm.bottleneck.weights import nuisance_balance
 from medcbm.data.manifest import Manifest, SkipLog
 from medcbm.errors import ConfigError, DataError
 from medcbm.evaluation.metrics import split_metrics, subgroup_metrics
@@ -50,7 +50,7 @@ def _prior(cfg: TrainConfig, classes: list[str]) -> tuple[dict | None, dict]:
         bp = _bank_path(cfg.bank)
         prior, prov = grounded_prior(load_bank(bp), classes)
         return prior, {"prior_source": "bank", "bank": str(bp), "bank_sha256": sha256_file(bp), **prov}
-    path = PRIORS_DIR / "ph2_benign_malignant.yaml" if cfg.prior == "expert" else Path(cfg.prior)
+    path = EXPERT_PRIOR_FILE if cfg.prior == "expert" else Path(cfg.prior)
     prior, refs = load_prior_file(path)
     unknown = sorted(set(prior) - set(classes))
     if unknown:
@@ -75,11 +75,8 @@ def train_cbm(cfg: TrainConfig, *, data_root=None, cache_dir: str | os.PathLike 
         y[split] = sp.y[idx]
     model = KnowledgeCBM(probes, classes=proto.classes, prior=prior, config=cfg.bottleneck,
                          concepts=cfg.grounding.concepts)
-    weights = {}
-    if cfg.balance_nuisance:
-        groups = {s: protocol_groups(proto, sp.manifest.frame.iloc[sp.index[s]]) for s in ("train", "val")}
-        weights = {"sample_weight": group_balance_weights(y["train"], groups["train"]),
-                   "val_weight": group_balance_weights(y["val"], groups["val"])}
+    frames = {s: sp.manifest.frame.iloc[sp.index[s]] for s in ("train", "val")}
+    weights = nuisance_balance(proto, frames, y) if cfg.balance_nuisance else {}
     model.fit(X["train"], y["train"], X["val"], y["val"], **weights)
     metrics = {s: split_metrics(y[s], model.predict_proba(X[s]), n_boot=200) for s in ("val", "test_id", "test_ood")}
     provenance = {

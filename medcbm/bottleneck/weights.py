@@ -41,8 +41,12 @@ def protocol_groups(protocol, frame: pd.DataFrame) -> np.ndarray:
     return values.to_numpy()
 
 
+def nuisance_balance(protocol, frames: dict[str, pd.DataFrame], y: dict[str, np.ndarray]) -> dict:
+    """``sample_weight``/``val_weight`` balancing the protocol's nuisance groups in the train/val splits."""
+    w = {s: group_balance_weights(y[s], protocol_groups(protocol, frames[s])) for s in ("train", "val")}
+    return {"sample_weight": w["train"], "val_weight": w["val"]}
+
+
 def balance_for(data) -> dict:
-    """``sample_weight``/``val_weight`` balancing the protocol's nuisance groups for a benchmark method input."""
-    proto = data.context["protocol"]
-    return {"sample_weight": group_balance_weights(data.y["train"], protocol_groups(proto, data.frames["train"])),
-            "val_weight": group_balance_weights(data.y["val"], protocol_groups(proto, data.frames["val"]))}
+    """:func:`nuisance_balance` for a benchmark method input."""
+    return nuisance_balance(data.context["protocol"], data.frames, data.y)
