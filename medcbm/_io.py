@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -34,8 +35,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
-    """Atomically write JSON (keys kept in insertion order, NaN forbidden so files stay valid JSON)."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False, default=_json_default) + "\n")
+    """Atomically write JSON (keys kept in insertion order; NaN/inf written as null so files stay valid JSON)."""
+    return atomic_write_text(path, json.dumps(json_safe(obj), indent=indent, allow_nan=False, default=_json_default) + "\n")
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace NaN/inf by None, recursively (e.g. the AUROC of a one-class subgroup); numpy becomes Python."""
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        obj = obj.tolist()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from medcbm._io import atomic_write_json, atomic_write_text
+from medcbm._io import atomic_write_json, atomic_write_text, json_safe
 from medcbm.backbones import get_backbone_spec
 from medcbm.backbones.features import extract_features
 from medcbm.data.importers import import_dataset, list_datasets
@@ -30,17 +29,6 @@ def load_protocol_manifest(protocol: Protocol, data_root=None, skips: SkipLog | 
     if protocol.dataset in list_datasets():
         return import_dataset(protocol.dataset, data_root, skips=skips)
     return load_manifest(protocol.dataset)
-
-
-def _json_safe(obj):
-    """Replace NaN/inf by None so the JSON stays valid (e.g. AUROC of a one-class subgroup)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def run_shift_benchmark(
@@ -126,7 +114,7 @@ def run_shift_benchmark(
         "skipped": [vars(s) for s in skips.items],
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    results = _json_safe(results)
+    results = json_safe(results)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
