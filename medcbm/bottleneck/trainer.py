@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from medcbm._torch import single_threaded
+
 logger = logging.getLogger(__name__)
 
 
@@ -81,13 +83,8 @@ def fit_bottleneck(
         cfg: hyper-parameters.
         sample_weight, val_weight: optional per-sample weights (e.g. nuisance-group balancing).
     """
-    threads = torch.get_num_threads()
-    # a (C x K) layer is tiny: intra-op threading only adds synchronisation cost, so train single-threaded
-    torch.set_num_threads(1)
-    try:
+    with single_threaded():  # a (C x K) layer is tiny: intra-op threads only add synchronisation cost
         return _fit(P, y, P_val, y_val, n_classes=n_classes, prior=prior, cfg=cfg, sw=sample_weight, vw=val_weight)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _weighted_ce(logits, y, class_w, sample_w):

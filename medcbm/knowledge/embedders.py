@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import nullcontext
 from functools import lru_cache
 
 import numpy as np
 
+from medcbm._torch import single_threaded
 from medcbm.errors import MissingWeightsError, RegistryError
 
 logger = logging.getLogger(__name__)
@@ -30,19 +31,8 @@ logger = logging.getLogger(__name__)
 SMALL_BATCH = 8
 
 
-@contextmanager
-def _threads_for(n_texts: int) -> Iterator[None]:
-    if n_texts > SMALL_BATCH:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def _threads_for(n_texts: int):
+    return single_threaded() if n_texts <= SMALL_BATCH else nullcontext()
 
 
 class Embedder:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from medcbm._torch import single_threaded
+
 
 def balanced_weights(Y: np.ndarray, M: np.ndarray | None = None) -> np.ndarray:
     """Per-sample, per-problem weights ``n / (2 * n_class)`` (scikit-learn's ``class_weight='balanced'``).
@@ -107,14 +109,9 @@ def fit_batched_logistic(
     sig = [hash((Y[:, p].tobytes(), W[:, p].tobytes())) for p in range(P)]
     levels = torch.unique(lam_t).flip(0)  # strongest penalty first
     stages = [torch.nonzero(lam_t == lv).squeeze(1) for lv in levels] if len(levels) <= 32 else [torch.arange(P)]
-    threads = torch.get_num_threads()
-    # each MM step is a few small products: intra-op threads only add synchronisation (and suffer most
-    # when other work shares the cores), so iterate single-threaded; the decompositions above use all threads
-    torch.set_num_threads(1)
-    try:
+    # each MM step is a few small products: iterate single-threaded; the decompositions above use all threads
+    with single_threaded():
         _solve_stages(stages, sig, Z, Yt, Wt, n_in, lam_t, a, group, spec, beta, bias, max_iter, tol)
-    finally:
-        torch.set_num_threads(threads)
     return (V @ beta.to(f64)).numpy(), bias.to(f64).numpy()
 
 
