@@ -52,9 +52,6 @@ class FittedBottleneck:
     epochs: int
     val_loss: float
 
-    def logits(self, P: np.ndarray) -> np.ndarray:
-        return ((P - self.mean) / self.scale) @ self.W.T + self.b
-
 
 def _class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     counts = np.bincount(y, minlength=n_classes).astype(float)

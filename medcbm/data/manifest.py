@@ -8,7 +8,6 @@ Relative image paths resolve against the manifest file's folder.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("id", "image", "label")
 STANDARD_COLUMNS = ("id", "image", "label", "patient_id", "site", "sex", "age")
-SEX_VALUES = {"M", "F", "unknown"}
 
 
 def _row_no(idx: int) -> int:
@@ -156,14 +154,6 @@ class Manifest:
         m.frame = self.frame.iloc[list(index)].reset_index(drop=True)
         return m
 
-    def to_records(self) -> list[dict]:
-        """MONAI-style dictionary samples with absolute image paths."""
-        recs = self.frame.to_dict(orient="records")
-        for i, r in enumerate(recs):
-            r["image"] = str(self.image_path(i))
-            r["row"] = _row_no(i)
-        return recs
-
     # ------------------------------------------------------------------ validation
     def check_files(self, *, skips: SkipLog | None = None) -> "Manifest":
         """Verify every image exists. Missing files raise, or are recorded in ``skips`` and dropped.
@@ -243,7 +233,3 @@ def manifest_summary(manifest: Manifest) -> dict:
         "patients": int(f["patient_id"].nunique()),
     }
 
-
-def describe(manifest: Manifest) -> str:
-    """One-line JSON summary."""
-    return json.dumps(manifest_summary(manifest))
