@@ -63,10 +63,11 @@ def validate_cmd(
 ) -> None:
     """Check columns, ids, files (and optionally that every image decodes)."""
     from medcbm.data.manifest import load_manifest, manifest_summary
-    from medcbm.data.transforms import load_image
 
     m = load_manifest(manifest).check_files()
     if decode:
+        from medcbm.data.transforms import load_image  # pulls in MONAI and torch: only when decoding
+
         for p in m.image_paths():
             load_image(str(p))
     console.print(f"[green]ok[/green] {manifest}: {manifest_summary(m)}")

@@ -22,27 +22,10 @@ warnings.filterwarnings("ignore", message=".*NvImgCodecPydicomReader.*")
 from monai.data import PILReader, PydicomReader  # noqa: E402
 from monai.utils import MetaKeys  # noqa: E402
 
+from medcbm.data.filetypes import DICOM_SUFFIXES, PHOTO_SUFFIXES, is_dicom_file  # noqa: E402,F401 (re-exported)
 from medcbm.errors import DataError  # noqa: E402
 
 logger = logging.getLogger(__name__)
-
-DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
-
-
-def is_dicom_file(path: str | Path) -> bool:
-    """True for a ``.dcm``-style name or a file carrying the ``DICM`` magic at byte 128."""
-    p = Path(path)
-    if p.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    if p.suffix.lower() in PHOTO_SUFFIXES or not p.is_file():
-        return False
-    try:
-        with open(p, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def _single_name(data) -> str:

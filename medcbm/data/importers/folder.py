@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from medcbm.data.manifest import Manifest, SkipLog
-from medcbm.data.readers import PHOTO_SUFFIXES, is_dicom_file
+from medcbm.data.filetypes import PHOTO_SUFFIXES, is_dicom_file
 from medcbm.errors import DataError
 
 
