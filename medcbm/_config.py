@@ -23,11 +23,11 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_yaml_model(path: str | os.PathLike, model: type[M], *, what: str = "config") -> M:
-    """Parse ``path`` as a YAML mapping and validate it as ``model``.
+def load_yaml_mapping(path: str | os.PathLike, *, what: str = "config") -> dict:
+    """Parse ``path`` as a YAML mapping.
 
     Raises:
-        ConfigError: missing file, invalid YAML, not a mapping, or a validation error naming the key.
+        ConfigError: missing file, invalid YAML, or not a mapping.
     """
     p = Path(path)
     if not p.is_file():
@@ -38,7 +38,17 @@ def load_yaml_model(path: str | os.PathLike, model: type[M], *, what: str = "con
         raise ConfigError(f"{what} {p} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{what} {p} must be a YAML mapping")
+    return raw
+
+
+def load_yaml_model(path: str | os.PathLike, model: type[M], *, what: str = "config") -> M:
+    """Parse ``path`` as a YAML mapping and validate it as ``model``.
+
+    Raises:
+        ConfigError: missing file, invalid YAML, not a mapping, or a validation error naming the key.
+    """
+    raw = load_yaml_mapping(path, what=what)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, f"{what} {p}")) from None
+        raise ConfigError(format_validation_error(exc, f"{what} {path}")) from None

@@ -8,8 +8,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from medcbm._config import load_yaml_mapping
 from medcbm.errors import ConfigError
 
 PRIORS_DIR = Path(__file__).resolve().parents[2] / "knowledge" / "priors"
@@ -23,9 +23,7 @@ def load_prior_file(path: str | os.PathLike) -> tuple[dict[str, dict[str, int]],
         ``({class: {concept: -1|0|1}}, {concept: reference})``.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"prior file not found: {p}")
-    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    raw = load_yaml_mapping(p, what="prior")
     classes = raw.get("classes")
     if not isinstance(classes, list) or len(classes) != 2 or classes[1] not in raw:
         raise ConfigError(f"{p}: needs 'classes: [negative, positive]' and a mapping under the positive class")

@@ -47,6 +47,9 @@ def test_expert_prior_file_is_complete_and_referenced(tmp_path):
     bad.write_text("classes: [benign, malignant]\nmalignant:\n  streaks: {prior: 2, reference: x}\n")
     with pytest.raises(ConfigError, match="malignant.streaks.prior must be -1, 0 or 1"):
         load_prior_file(bad)
+    bad.write_text("classes: [benign, malignant\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        load_prior_file(bad)
 
 
 def test_cbm_narrows_the_confounding_gap(setup):
