@@ -32,13 +32,9 @@ def group_balance_weights(y: np.ndarray, groups: np.ndarray | pd.Series, *, max_
 def protocol_groups(protocol, frame: pd.DataFrame) -> np.ndarray:
     """The nuisance group of every row under a protocol (confounded splits name two groups of values)."""
     split = protocol.split
-    col = getattr(split, "nuisance", "site")
-    values = frame[col].astype(str).str.strip()
-    groups = getattr(split, "groups", None)
-    if groups:
-        lookup = {v: g for g, vals in groups.items() for v in vals}
-        return values.map(lambda v: lookup.get(v, "other")).to_numpy()
-    return values.to_numpy()
+    if hasattr(split, "group_of"):
+        return split.group_of(frame[split.nuisance], other="other").to_numpy()
+    return frame[split.nuisance].astype(str).str.strip().to_numpy()
 
 
 def nuisance_balance(protocol, frames: dict[str, pd.DataFrame], y: dict[str, np.ndarray]) -> dict:

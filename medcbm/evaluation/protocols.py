@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medcbm._config import load_yaml_model
@@ -34,6 +35,11 @@ class ConfoundedSplit(BaseModel):
     ratio: float = Field(0.9, gt=0.5, le=1.0)
     sizes: SplitSizes
     group_by: str = "patient_id"
+
+    def group_of(self, values: pd.Series, *, other: str | None = None) -> pd.Series:
+        """The nuisance group of each attribute value (``other`` for values no group lists)."""
+        lookup = {v: g for g, vals in self.groups.items() for v in vals}
+        return values.astype(str).str.strip().map(lambda v: lookup.get(v, other))
 
     @model_validator(mode="after")
     def _check(self) -> "ConfoundedSplit":

@@ -81,8 +81,7 @@ def confounded_splits(manifest: Manifest, y: np.ndarray, protocol: Protocol, see
     cfg = protocol.split
     assert isinstance(cfg, ConfoundedSplit)
     f = manifest.frame
-    value_to_group = {v: g for g, vals in cfg.groups.items() for v in vals}
-    df = pd.DataFrame({"_y": y, "_grp": f[cfg.nuisance].map(value_to_group), "_g": f[cfg.group_by].astype(str)})
+    df = pd.DataFrame({"_y": y, "_grp": cfg.group_of(f[cfg.nuisance]), "_g": f[cfg.group_by].astype(str)})
     rng = np.random.default_rng(seed)
     groups = list(cfg.groups)
     owner: dict = {}
