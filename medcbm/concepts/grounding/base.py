@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
+from scipy.special import expit
 
 from medcbm.errors import DataError
 
@@ -22,6 +23,37 @@ def check_features(X: np.ndarray, *, name: str = "features", dim: int | None = N
         rows = np.flatnonzero(bad.any(1))[:5].tolist()
         raise DataError(f"{name} contain NaN or infinite values (rows {rows}...); re-extract features or drop those images")
     return X
+
+
+def fit_platt(logits: np.ndarray, Y: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """Per-concept ``(a, b)`` so that ``sigmoid(a * logit + b)`` is calibrated (unweighted BCE).
+
+    Args:
+        logits: ``(n, K)`` raw concept scores.
+        Y: ``(n, K)`` 0/1 labels.
+        M: ``(n, K)`` mask of labelled entries.
+    """
+    z = np.stack([logits, np.ones_like(logits)], -1)  # (n, K, 2)
+    coef = []
+    for k in range(Y.shape[1]):
+        m = M[:, k]
+        zk, yk = z[m, k], Y[m, k]
+        ab = np.array([1.0, 0.0])
+        for _ in range(50):  # Newton steps on a 2-parameter logistic fit
+            p = expit(zk @ ab)
+            g = zk.T @ (p - yk) + 1e-3 * ab
+            H = (zk * (p * (1 - p))[:, None]).T @ zk + 1e-3 * np.eye(2)
+            step = np.linalg.solve(H, g)
+            ab -= step
+            if np.abs(step).max() < 1e-8:
+                break
+        coef.append(ab)
+    return np.array(coef, dtype=np.float32)
+
+
+def apply_platt(logits: np.ndarray, calib: np.ndarray) -> np.ndarray:
+    """Calibrated probabilities ``sigmoid(a * logit + b)`` with ``calib (K, 2)`` from :func:`fit_platt`."""
+    return expit(calib[:, 0] * logits + calib[:, 1])
 
 
 class ConceptGrounder(ABC):

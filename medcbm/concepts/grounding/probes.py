@@ -7,11 +7,10 @@ import time
 import warnings
 
 import numpy as np
-from scipy.special import expit
 from scipy.stats import rankdata
 
 from medcbm.concepts.grounding._linear import balanced_weights, fit_batched_logistic
-from medcbm.concepts.grounding.base import ConceptGrounder, check_features
+from medcbm.concepts.grounding.base import ConceptGrounder, apply_platt, check_features, fit_platt
 from medcbm.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -123,7 +122,7 @@ class ConceptProbes(ConceptGrounder):
         coef, b = fit_batched_logistic(Xs, Cu, balanced_weights(Cu, Mu), lam_full, max_iter=self.max_iter, tol=self.tol)
         # Platt scaling on out-of-fold logits: balanced training shifts probabilities; calibrate to prevalence
         oof_best = oof[:, best, np.arange(K)]
-        self.calib_ = self._platt(oof_best, Cu, Mu)
+        self.calib_ = fit_platt(oof_best, Cu, Mu)
         keep = [k for k in range(K) if self.cv_auc_[names[k]] >= self.min_auc or not self.drop_weak]
         for k in range(K):
             if self.cv_auc_[names[k]] < self.min_auc:
@@ -135,26 +134,6 @@ class ConceptProbes(ConceptGrounder):
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
-    @staticmethod
-    def _platt(logits: np.ndarray, Y: np.ndarray, M: np.ndarray) -> np.ndarray:
-        """Per-concept ``(a, b)`` so that ``sigmoid(a * logit + b)`` is calibrated (unweighted BCE)."""
-        z = np.stack([logits, np.ones_like(logits)], -1)  # (n, K, 2)
-        coef = []
-        for k in range(Y.shape[1]):
-            m = M[:, k]
-            zk, yk = z[m, k], Y[m, k]
-            ab = np.array([1.0, 0.0])
-            for _ in range(50):  # Newton steps on a 2-parameter logistic fit
-                p = expit(zk @ ab)
-                g = zk.T @ (p - yk) + 1e-3 * ab
-                H = (zk * (p * (1 - p))[:, None]).T @ zk + 1e-3 * np.eye(2)
-                step = np.linalg.solve(H, g)
-                ab -= step
-                if np.abs(step).max() < 1e-8:
-                    break
-            coef.append(ab)
-        return np.array(coef, dtype=np.float32)
-
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Raw logits for the kept concepts."""
         X = check_features(X, dim=self.mean_.shape[0])
@@ -162,8 +141,7 @@ class ConceptProbes(ConceptGrounder):
 
     def predict_concepts(self, X: np.ndarray) -> np.ndarray:
         z = self.decision_function(X)
-        a, b = self.calib_[self._keep, 0], self.calib_[self._keep, 1]
-        return expit(a * z + b)
+        return apply_platt(z, self.calib_[self._keep])
 
     def get_state(self) -> tuple[dict[str, np.ndarray], dict]:
         tensors = {"mean": self.mean_, "scale": self.scale_, "coef": self.coef_, "intercept": self.intercept_,

@@ -35,8 +35,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from medcbm.concepts.grounding.base import ConceptGrounder, check_features
-from medcbm.concepts.grounding.probes import ConceptProbes
+from medcbm.concepts.grounding.base import ConceptGrounder, apply_platt, check_features, fit_platt
 from medcbm.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -186,7 +185,7 @@ class VLMConceptGrounder(ConceptGrounder):
 
     def predict_concepts(self, X: np.ndarray) -> np.ndarray:
         z = self.decision_function(X)
-        return 1.0 / (1.0 + np.exp(-(self.calib_[:, 0] * z + self.calib_[:, 1])))
+        return apply_platt(z, self.calib_)
 
     def calibrate(self, X: np.ndarray, C: np.ndarray) -> "VLMConceptGrounder":
         """Per-concept Platt scaling on a few labelled images (``C (n, K)`` 0/1, NaN = unknown)."""
@@ -199,7 +198,7 @@ class VLMConceptGrounder(ConceptGrounder):
             if M[:, k].any() and len(np.unique(C[M[:, k], k])) < 2:
                 raise DataError(f"concept '{name}' needs both positive and negative calibration examples "
                                 "(or NaN for all of them to leave it uncalibrated)")
-        cal = ConceptProbes._platt(z, np.nan_to_num(C), M)
+        cal = fit_platt(z, np.nan_to_num(C), M)
         unlabelled = ~M.any(0)
         cal[unlabelled] = (1.0, 0.0)
         self.calib_ = cal.astype(np.float32)
