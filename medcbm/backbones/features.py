@@ -91,15 +91,16 @@ def optimize_for_inference(model: FeatureExtractor, image_size: int, *, channels
 
 
 def _crop_masks(manifest: Manifest, spec: BackboneSpec) -> list[str | None]:
-    """Mask path per row when the backbone crops to lesion masks (``None``: use the whole image)."""
-    if spec.preprocess.crop == "none":
+    """Mask path per row when the backbone crops to lesion masks (``None``: no mask for that image)."""
+    if spec.preprocess.crop in ("none", "auto"):
         return [None] * len(manifest)
     masks = [None if m is None else str(m) for m in manifest.mask_paths()]
     missing = sum(m is None for m in masks)
     if missing:
         # a manifest without a mask column at all is the normal target-dataset case: say it once per call, quietly
         log = logger.info if "mask" in manifest.frame.columns else logger.debug
-        log("%s crops to lesion masks; %d of %d images have none and are used whole", spec.name, missing, len(masks))
+        fallback = "get an automatic lesion box" if spec.preprocess.crop == "mask_or_auto" else "are used whole"
+        log("%s crops to lesion masks; %d of %d images have none and %s", spec.name, missing, len(masks), fallback)
     return masks
 
 

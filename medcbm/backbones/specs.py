@@ -33,15 +33,37 @@ def efficientnet_lite0_ml() -> BackboneSpec:
     })
 
 
+def _lesion_variant(name: str, description: str, **preprocess) -> BackboneSpec:
+    """:func:`efficientnet_lite0_ml` at 320 px with extra preprocessing (a lesion crop, colour constancy)."""
+    return efficientnet_lite0_ml().model_copy(update={
+        "name": name, "description": description,
+        "preprocess": TF_LITE_PREPROCESS.model_copy(update={"image_size": 320, **preprocess}),
+    })
+
+
 @register_backbone
 def efficientnet_lite0_lesion() -> BackboneSpec:
     """Multi-layer EfficientNet-Lite0 at 320 px on the lesion-mask crop (whole image where no mask)."""
-    return efficientnet_lite0_ml().model_copy(update={
-        "name": "efficientnet_lite0_lesion",
-        "preprocess": TF_LITE_PREPROCESS.model_copy(update={"image_size": 320, "crop": "mask_bbox"}),
-        "description": "EfficientNet-Lite0 multi-layer, 320 px, cropped to the lesion mask's bounding box when the "
-                       "manifest has one (PH2); lesion-focused concept grounding.",
-    })
+    return _lesion_variant(
+        "efficientnet_lite0_lesion", "EfficientNet-Lite0 multi-layer, 320 px, cropped to the lesion mask's bounding "
+        "box when the manifest has one (PH2); lesion-focused concept grounding.", crop="mask_bbox")
+
+
+@register_backbone
+def efficientnet_lite0_lesion_auto() -> BackboneSpec:
+    """Multi-layer EfficientNet-Lite0 at 320 px on an automatically segmented lesion box (every dataset)."""
+    return _lesion_variant(
+        "efficientnet_lite0_lesion_auto", "EfficientNet-Lite0 multi-layer, 320 px, cropped to an automatically "
+        "segmented lesion box: the same crop on annotated (PH2) and unannotated (HAM10000) images.", crop="auto")
+
+
+@register_backbone
+def efficientnet_lite0_lesion_cc() -> BackboneSpec:
+    """:func:`efficientnet_lite0_lesion_auto` after Shades-of-Gray colour constancy (dermoscopy CBM default)."""
+    return _lesion_variant(
+        "efficientnet_lite0_lesion_cc", "EfficientNet-Lite0 multi-layer, 320 px, Shades-of-Gray colour constancy, "
+        "automatic lesion box: removes dermatoscope colour casts and background, where acquisition-site cues live.",
+        crop="auto", color_constancy="shades_of_gray")
 
 
 @register_prefix("timm")
