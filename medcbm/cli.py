@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -55,12 +55,14 @@ def quickstart(
     run_dir: Path = typer.Option(Path("runs/quickstart"), "--run-dir", help="where the manifest, features and metrics go"),
     seeds: int = typer.Option(5, "--seeds", help="seeds of the confounded HAM10000 protocol"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="feature cache (default: RUN_DIR/features)"),
+    methods: Optional[List[str]] = typer.Option(None, "--method", "-m",
+                                                help="methods to run (default: the probe, the CBM and every ablation)"),
 ) -> None:
     """Run the whole pipeline on the shared HAM10000 and print the ID/OOD table."""
     from medcbm.evaluation.shift import markdown_table
     from medcbm.quickstart import run_quickstart
 
-    res = run_quickstart(data_root=data_root, run_dir=run_dir, seeds=seeds, cache_dir=cache_dir)
+    res = run_quickstart(data_root=data_root, run_dir=run_dir, seeds=seeds, cache_dir=cache_dir, methods=methods)
     Console().print(markdown_table(res))
     Console().print(f"run directory: {run_dir} (metrics.json, metrics.md, manifest.csv, features/)")
 

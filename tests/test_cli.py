@@ -44,7 +44,7 @@ def test_errors_are_one_clear_line(tmp_path, data_root):
 
 def test_quickstart_one_seed(tmp_path, data_root, feature_cache):
     r = medcbm("quickstart", "--seeds", "1", "--run-dir", tmp_path / "run", "--cache-dir", feature_cache,
-               env={"MEDCBM_DATA": str(data_root)})
+               "-m", "linear_probe", "-m", "cbm", env={"MEDCBM_DATA": str(data_root)})
     assert r.returncode == 0, r.stderr[-2000:]
     run = tmp_path / "run"
     for f in ("manifest.csv", "metrics.json", "metrics.md", "splits.json", "quickstart.json"):
@@ -52,20 +52,22 @@ def test_quickstart_one_seed(tmp_path, data_root, feature_cache):
     res = json.loads((run / "metrics.json").read_text())
     lp = res["methods"]["linear_probe"]
     assert lp["id_acc"]["mean"] > 0.8 and lp["ood_acc"]["mean"] < 0.65  # KnoBo's collapse, reproduced
+    cbm = res["methods"]["cbm"]
+    assert cbm["ood_acc"]["mean"] > lp["ood_acc"]["mean"] + 0.1 and cbm["gap"]["mean"] < lp["gap"]["mean"] / 2
     assert "linear_probe" in r.stdout and "OOD acc" in r.stdout
 
 
 def test_train_evaluate_predict(tmp_path, data_root, feature_cache, ham_manifest):
     cfg = tmp_path / "cbm.yaml"
     cfg.write_text(f"name: t\nout_dir: {tmp_path / 'model'}\nprior: expert\nbalance_nuisance: true\n"
-                   "grounding: {backbone: efficientnet_lite0_lesion}\n")
+                   "grounding: {backbone: efficientnet_lite0_lesion_cc}\n")
     env = {"MEDCBM_DATA": str(data_root)}
     r = medcbm("train", "-c", cfg, "--cache-dir", feature_cache, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     model = tmp_path / "model"
     meta = json.loads((model / "model.json").read_text())
     assert meta["provenance"]["prior_source"].endswith("ph2_benign_malignant.yaml")
-    assert "melanoma_pattern" in meta["concepts"] and meta["backbone"]["name"] == "efficientnet_lite0_lesion"
+    assert "melanoma_pattern" in meta["concepts"] and meta["backbone"]["name"] == "efficientnet_lite0_lesion_cc"
     metrics = json.loads((model / "metrics.json").read_text())
     assert metrics["test_ood"]["acc"] > 0.55 and metrics["test_id"]["auroc"] > 0.65
     # a labelled manifest from another slice of HAM10000: raw dx labels map through the saved label map

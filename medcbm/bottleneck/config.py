@@ -15,7 +15,7 @@ from medcbm.bottleneck.trainer import BottleneckConfig
 class GroundingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: str = Field("ph2_probes", pattern="^(ph2_probes)$", description="concept grounding strategy")
-    backbone: str = "efficientnet_lite0_lesion"
+    backbone: str = "efficientnet_lite0_lesion_cc"
     drop_weak: bool = True
     min_auc: float = Field(0.6, ge=0.5, le=1.0)
     concepts: list[str] | None = None

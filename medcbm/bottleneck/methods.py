@@ -3,7 +3,10 @@
 Dermoscopy CBMs ground concepts with probes trained on PH2's expert annotations and transferred to the
 target dataset (grounding strategy (d), the offline default), then fit a KnoBo-prior bottleneck.
 Two PH2 concept sources: the dermoscopic criteria (structures and colours) and the whole-lesion patterns
-from the clinical diagnosis; probes see lesion-mask crops of PH2 at 320 px (``efficientnet_lite0_lesion``).
+from the clinical diagnosis. Probes and bottleneck see the same preprocessing on both datasets
+(``efficientnet_lite0_lesion_cc``): Shades-of-Gray colour constancy, then an automatically segmented lesion
+box at 320 px. That removes two site cues (the dermatoscope's colour cast and the background) before any
+concept is read, so transferred probes fire on lesions, not on clinics.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from medcbm.evaluation.methods import MethodInput, MethodOutput, register_method
 
 logger = logging.getLogger(__name__)
 
-CONCEPT_BACKBONE = "efficientnet_lite0_lesion"
+CONCEPT_BACKBONE = "efficientnet_lite0_lesion_cc"
 CRITERIA = list(PH2_CONCEPTS)
 PATTERNS = list(PH2_PATTERN_CONCEPTS)
 STRUCTURES = [k for k in CRITERIA if not k.startswith("color_")]
@@ -36,6 +39,13 @@ def _features(ctx: dict, manifest: Manifest, backbone: str) -> np.ndarray:
     from medcbm.backbones.features import extract_features
 
     return extract_features(manifest, backbone, cache_dir=ctx.get("cache_dir"), progress=ctx.get("progress", False)).X
+
+
+def _split_features(data: MethodInput, backbone: str) -> dict[str, np.ndarray]:
+    """Every split's features under ``backbone`` (the protocol's own are reused, others extracted and cached)."""
+    if backbone == data.context["backbone_spec"].name:
+        return data.X
+    return {s: _features(data.context, Manifest(f, source=f"split {s}"), backbone) for s, f in data.frames.items()}
 
 
 def ph2_probes(ctx: dict, backbone: str = CONCEPT_BACKBONE, *, drop_weak: bool = True) -> ConceptProbes:
@@ -83,10 +93,7 @@ def _cbm(data: MethodInput, *, drop_weak: bool = True, prior: str | None = "expe
     probes = ph2_probes(ctx, backbone, drop_weak=drop_weak)
     if concepts is not None:
         concepts = [c for c in concepts if c in probes.concept_names_]
-    if backbone == ctx["backbone_spec"].name:
-        X = data.X
-    else:
-        X = {s: _features(ctx, Manifest(f, source=f"split {s}"), backbone) for s, f in data.frames.items()}
+    X = _split_features(data, backbone)
     prior_map = {"expert": lambda: expert_prior(data.classes), "bank": lambda: bank_prior(ctx, data.classes),
                  None: lambda: None}[prior]()
     cfg = config or BottleneckConfig(prior_weight=1.0 if prior else 0.0)
@@ -99,10 +106,22 @@ def _cbm(data: MethodInput, *, drop_weak: bool = True, prior: str | None = "expe
                                 "flagged": probes.flagged_, **model.fit_info_})
 
 
+@register_method("linear_probe_lesion_cc", datasets=DERMOSCOPY)
+def linear_probe_lesion_cc(data: MethodInput) -> MethodOutput:
+    """The baseline on the CBM's preprocessing (colour constancy + automatic lesion crop): does the
+    preprocessing alone remove the shortcut?"""
+    from medcbm.evaluation.probe import LinearProbe
+
+    X = _split_features(data, CONCEPT_BACKBONE)
+    probe = LinearProbe().fit(X["train"], data.y["train"], X["val"], data.y["val"])
+    return MethodOutput({s: probe.predict_proba(X[s]) for s in ("val", "test_id", "test_ood")},
+                        {"C": probe.C_, "val_acc": probe.val_acc_, "backbone": CONCEPT_BACKBONE})
+
+
 @register_method("cbm", datasets=DERMOSCOPY)
 def cbm(data: MethodInput) -> MethodOutput:
-    """Best offline configuration: lesion-focused PH2 probes for criteria and patterns (weak ones dropped),
-    expert prior, site balancing."""
+    """Best offline configuration: PH2 probes for criteria and patterns (weak ones dropped) on colour-constant
+    automatic lesion crops, expert prior, site balancing."""
     return _cbm(data)
 
 
@@ -112,10 +131,14 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
     "cbm_bank_prior": ("the prior mined automatically from the concept bank instead of the reviewed one",
                        {"prior": "bank"}),
     "cbm_no_balance": ("no nuisance-group balancing (KnoBo's original setting)", {"balance": False}),
+    "cbm_no_color_constancy": ("the same automatic lesion crops without Shades-of-Gray colour constancy",
+                               {"backbone": "efficientnet_lite0_lesion_auto"}),
+    "cbm_expert_mask_crops": ("probes on PH2's expert-mask crops, HAM10000 images whole, no colour constancy "
+                              "(grounding and target preprocessing differ)", {"backbone": "efficientnet_lite0_lesion"}),
     "cbm_global_features": ("concept probes on the final pooled features of whole images (no multi-layer "
                             "pooling, no crop)", {"backbone": "efficientnet_lite0"}),
-    "cbm_whole_image_features": ("multi-layer probes on whole 224 px PH2 images instead of 320 px lesion-mask "
-                                 "crops", {"backbone": "efficientnet_lite0_ml"}),
+    "cbm_whole_image_features": ("multi-layer probes on whole 224 px images (no crop, no colour constancy)",
+                                 {"backbone": "efficientnet_lite0_ml"}),
     "cbm_no_filter": ("keep every PH2 concept, including those whose probes are weak", {"drop_weak": False}),
     "cbm_src_ph2_criteria": ("concept source: PH2 dermoscopic criteria only (structures and colours, no "
                              "whole-lesion patterns)", {"concepts": CRITERIA}),
