@@ -48,3 +48,19 @@ def test_shift_summary_subgroups_and_aggregation():
     assert g["site"]["a"] == {"n": 2, "acc": 0.5, "balanced_acc": 0.5}
     assert set(g["age_band"]) == {"<40", "60+", "unknown"}
     assert mean_std([0.5, 0.7])["mean"] == pytest.approx(0.6)
+
+
+def test_balanced_accuracy_matches_sklearn_without_warnings():
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    from medcbm.evaluation.metrics import balanced_accuracy
+
+    rng = np.random.default_rng(2)
+    y, p = rng.integers(0, 3, 60), rng.dirichlet(np.ones(3), 60)
+    assert balanced_accuracy(y, p) == pytest.approx(balanced_accuracy_score(y, p.argmax(1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a one-class subgroup predicted as two classes: no warning
+        assert balanced_accuracy(np.array([1, 1, 1]), _proba([0.9, 0.2, 0.8])) == pytest.approx(2 / 3)
+    assert np.isnan(balanced_accuracy(np.array([], int), np.zeros((0, 2))))
