@@ -17,7 +17,7 @@ from medcbm.backbones._registry import BackboneSpec, get_backbone_spec
 from medcbm.backbones.cache import FeatureCache, content_hash
 from medcbm.backbones.loaders import FeatureExtractor, create_backbone
 from medcbm.data.manifest import Manifest, SkipLog
-from medcbm.data.transforms import preprocess_transforms, unwrap_transform_error
+from medcbm.data.transforms import NO_LESION_KEY, preprocess_transforms, unwrap_transform_error
 from medcbm.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -50,19 +50,20 @@ class _ImageDataset(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return i, self.transform({"image": self.paths[i], "mask": self.masks[i]})["image"], None
+            out = self.transform({"image": self.paths[i], "mask": self.masks[i]})
+            return i, out["image"], None, bool(out.get(NO_LESION_KEY, False))
         except Exception as exc:  # anything a reader library throws becomes a per-file message
             cause = unwrap_transform_error(exc)
             if isinstance(cause, DataError):  # keep which file and field it blames (the image or its mask)
-                return i, None, (str(cause).split(" [file")[0], cause.path or self.paths[i], cause.field or "image")
-            return i, None, (f"cannot load image: {type(cause).__name__}: {cause}", self.paths[i], "image")
+                return i, None, (str(cause).split(" [file")[0], cause.path or self.paths[i], cause.field or "image"), False
+            return i, None, (f"cannot load image: {type(cause).__name__}: {cause}", self.paths[i], "image"), False
 
 
 def _collate(batch):
     idx = [b[0] for b in batch]
     ok = [b for b in batch if b[1] is not None]
     x = torch.stack([b[1] for b in ok]) if ok else None
-    return idx, [b[0] for b in ok], x, [(b[0], b[2]) for b in batch if b[1] is None]
+    return idx, [b[0] for b in ok], x, [(b[0], b[2]) for b in batch if b[1] is None], [b[0] for b in batch if b[3]]
 
 
 def optimize_for_inference(model: FeatureExtractor, image_size: int, *, channels_last: bool = True) -> torch.nn.Module:
@@ -162,6 +163,7 @@ def extract_features(
     computed: dict[str, np.ndarray] = {}
     failed: set[int] = {i for i, h in enumerate(hashes) if h is None}
     n_done = 0
+    uncropped: list[int] = []  # rows where the automatic lesion crop found nothing (used whole)
     setup_s = loop_s = 0.0
     if todo:
         ts = time.perf_counter()
@@ -177,7 +179,8 @@ def extract_features(
         buf_h: list[str] = []
         buf_f: list[np.ndarray] = []
         with torch.inference_mode():
-            for _, ok_idx, x, errors in dl:
+            for _, ok_idx, x, errors, no_lesion in dl:
+                uncropped += [todo[local] for local in no_lesion]
                 for local, (msg, bad_path, bad_field) in errors:
                     row = todo[local]
                     if skips is None:
@@ -218,6 +221,10 @@ def extract_features(
              "failed": len(failed), "seconds": round(elapsed, 3),
              "setup_seconds": round(setup_s, 3), "extract_seconds": round(loop_s, 3),
              "extract_img_s": round(n_done / loop_s, 2) if loop_s > 0 else None}
+    if uncropped:
+        stats["no_lesion_found"] = len(uncropped)
+        logger.warning("%s: no lesion found in %d newly extracted image(s), used whole: %s", spec.name, len(uncropped),
+                       ", ".join(str(paths[i]) for i in uncropped[:5]) + (" ..." if len(uncropped) > 5 else ""))
     logger.info("features %s: %s", spec.name, stats)
     sub = manifest if len(keep) == len(paths) else manifest.subset(keep)
     return Features(X=X, manifest=sub, spec=spec, stats=stats)

@@ -118,6 +118,9 @@ class ResizeShortCropd(MapTransform):
         return d
 
 
+NO_LESION_KEY = "no_lesion_found"
+
+
 class LesionCropd(MapTransform):
     """Crop to the square around the lesion's bounding box (``margin`` = extra fraction of its side).
 
@@ -129,7 +132,8 @@ class LesionCropd(MapTransform):
     Args:
         source: ``mask`` uses the sample's mask file (samples without one, ``mask_key`` missing or ``None``,
             keep the whole image); ``auto`` finds the lesion with :func:`medcbm.data.lesion.auto_lesion_mask`;
-            ``mask_or_auto`` uses the mask where there is one. Where no lesion is found the image stays whole.
+            ``mask_or_auto`` uses the mask where there is one. Where no lesion is found the image stays whole
+            and the sample gets ``NO_LESION_KEY: True``.
     """
 
     def __init__(self, keys, mask_key: str = "mask", margin: float = 0.0, source: str = "mask"):
@@ -148,6 +152,7 @@ class LesionCropd(MapTransform):
             else:
                 mask = auto_lesion_mask(img)
                 if mask is None:
+                    d[NO_LESION_KEY] = True  # reported by feature extraction, not silently used whole
                     continue
             d[key] = crop_to_mask(img, mask, self.margin, path=str(mask_path or ""))
         return d

@@ -83,3 +83,19 @@ def test_lesion_crop_features_depend_on_the_mask(tmp_path, ph2_manifest):
     frame2.loc[1, "mask"] = str(tmp_path / "gone.png")
     with pytest.raises(DataError, match=r"gone.png, manifest row 2, field 'mask'"):
         extract_features(Manifest(frame2, tmp_path), "efficientnet_lite0_lesion", cache_dir=cache, progress=False)
+
+
+def test_auto_crop_reports_images_without_a_lesion(tmp_path, ph2_manifest, caplog):
+    """A featureless image cannot be cropped: it is used whole, counted in the stats and named in a warning."""
+    import logging
+
+    import pandas as pd
+    from PIL import Image
+
+    Image.fromarray(np.full((120, 160, 3), 180, np.uint8)).save(tmp_path / "blank.png")
+    frame = pd.DataFrame({"id": ["lesion", "blank"], "image": [str(ph2_manifest.image_path(0)), str(tmp_path / "blank.png")],
+                          "label": ["a", "b"]})
+    with caplog.at_level(logging.WARNING, logger="medcbm.backbones.features"):
+        feats = extract_features(Manifest(frame, tmp_path), "efficientnet_lite0_lesion_cc", progress=False, num_workers=0)
+    assert feats.X.shape == (2, 2064) and feats.stats["no_lesion_found"] == 1
+    assert "no lesion found in 1" in caplog.text and "blank.png" in caplog.text and "IMD" not in caplog.text
