@@ -16,7 +16,7 @@ import logging
 import numpy as np
 
 from medcbm.bottleneck.estimator import KnowledgeCBM
-from medcbm.bottleneck.priors import EXPERT_PRIOR_FILE, grounded_prior, load_prior_file
+from medcbm.bottleneck.priors import expert_prior_file, grounded_prior, load_prior_file
 from medcbm.bottleneck.weights import balance_for
 from medcbm.bottleneck.trainer import BottleneckConfig
 from medcbm.concepts.grounding.probes import ConceptProbes
@@ -76,7 +76,7 @@ def bank_prior(ctx: dict, classes: list[str]) -> dict:
 
 def expert_prior(classes: list[str]) -> dict:
     """The reviewed ABCD / 7-point-checklist prior over PH2 criteria (``knowledge/priors``)."""
-    prior, _ = load_prior_file(EXPERT_PRIOR_FILE)
+    prior, _ = load_prior_file(expert_prior_file())
     return prior
 
 

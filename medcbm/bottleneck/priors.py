@@ -10,10 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from medcbm._config import load_yaml_mapping
+from medcbm._resources import resource_path
 from medcbm.errors import ConfigError
 
-PRIORS_DIR = Path(__file__).resolve().parents[2] / "knowledge" / "priors"
-EXPERT_PRIOR_FILE = PRIORS_DIR / "ph2_benign_malignant.yaml"  # reviewed ABCD / 7-point-checklist prior
+
+def expert_prior_file() -> Path:
+    """The reviewed ABCD / 7-point-checklist prior over the PH2 criteria (``knowledge/priors``)."""
+    return resource_path("knowledge", "priors", "ph2_benign_malignant.yaml")
 
 
 def load_prior_file(path: str | os.PathLike) -> tuple[dict[str, dict[str, int]], dict[str, str]]:

@@ -16,7 +16,7 @@ from medcbm.bottleneck.artifacts import backbone_from_meta, load_cbm, save_cbm
 from medcbm.bottleneck.config import TrainConfig
 from medcbm.bottleneck.estimator import KnowledgeCBM
 from medcbm.bottleneck.methods import ph2_probes
-from medcbm.bottleneck.priors import EXPERT_PRIOR_FILE, grounded_prior, load_prior_file
+from medcbm.bottleneck.priors import expert_prior_file, grounded_prior, load_prior_file
 from medcbm.bottleneck.weights import nuisance_balance
 from medcbm.data.manifest import Manifest, SkipLog
 from medcbm.errors import ConfigError, DataError
@@ -50,7 +50,7 @@ def _prior(cfg: TrainConfig, classes: list[str]) -> tuple[dict | None, dict]:
         bp = _bank_path(cfg.bank)
         prior, prov = grounded_prior(load_bank(bp), classes)
         return prior, {"prior_source": "bank", "bank": str(bp), "bank_sha256": sha256_file(bp), **prov}
-    path = EXPERT_PRIOR_FILE if cfg.prior == "expert" else Path(cfg.prior)
+    path = expert_prior_file() if cfg.prior == "expert" else Path(cfg.prior)
     prior, refs = load_prior_file(path)
     unknown = sorted(set(prior) - set(classes))
     if unknown:

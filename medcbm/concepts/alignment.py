@@ -21,13 +21,16 @@ from typing import Mapping, Sequence
 import numpy as np
 import yaml
 
+from medcbm._resources import resource_path
 from medcbm.concepts.filters import EmbedFn, embed_minilm
 from medcbm.concepts.schema import Concept, ConceptBank, Grounding
 from medcbm.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "knowledge" / "mappings"
+
+def _mappings_dir() -> Path:
+    return resource_path("knowledge", "mappings")
 DEFAULT_THRESHOLD = 0.75
 
 
@@ -56,7 +59,7 @@ def ph2_targets(path: str | Path | None = None) -> list[Target]:
     """PH2 criteria as targets (questions from ``PH2_CONCEPTS``, phrases from the mapping file)."""
     from medcbm.data.ph2_vocab import PH2_CONCEPTS
 
-    p = Path(path) if path else MAPPINGS_DIR / "ph2_criteria.yaml"
+    p = Path(path) if path else _mappings_dir() / "ph2_criteria.yaml"
     phrases = _read_yaml(p, "criteria")
     unknown = sorted(set(phrases) - set(PH2_CONCEPTS))
     if unknown:
@@ -66,7 +69,7 @@ def ph2_targets(path: str | Path | None = None) -> list[Target]:
 
 def cxr_notes_vocab(path: str | Path | None = None) -> dict[str, dict]:
     """``{finding: {"question": str, "synonyms": [...]}}`` from ``cxr_notes_findings.yaml``."""
-    p = Path(path) if path else MAPPINGS_DIR / "cxr_notes_findings.yaml"
+    p = Path(path) if path else _mappings_dir() / "cxr_notes_findings.yaml"
     findings = _read_yaml(p, "findings")
     for k, v in findings.items():
         if not isinstance(v, dict) or not v.get("question") or not isinstance(v.get("synonyms"), list):

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medcbm._io import atomic_write_json
+from medcbm._resources import resource_path
 from medcbm.errors import DataError
 
 SCHEMA_VERSION = "1.0"
@@ -242,7 +243,8 @@ def save_bank(bank: ConceptBank, path: str | os.PathLike) -> Path:
     return atomic_write_json(path, bank.model_dump(mode="json"))
 
 
-BANKS_DIR = Path(__file__).resolve().parents[2] / "knowledge" / "banks"
+def _banks_dir() -> Path:
+    return resource_path("knowledge", "banks")
 
 
 def default_bank_path(modality: str, task: str) -> Path:
@@ -251,8 +253,8 @@ def default_bank_path(modality: str, task: str) -> Path:
     Raises:
         DataError: no shipped bank for that modality/task (the message lists the shipped ones).
     """
-    p = BANKS_DIR / f"{modality}_{task}.json"
+    p = _banks_dir() / f"{modality}_{task}.json"
     if not p.is_file():
-        have = sorted(x.stem for x in BANKS_DIR.glob("*.json")) if BANKS_DIR.is_dir() else []
+        have = sorted(x.stem for x in _banks_dir().glob("*.json")) if _banks_dir().is_dir() else []
         raise DataError(f"no shipped concept bank for modality={modality!r} task={task!r}; shipped: {have or 'none'}", path=str(p))
     return p

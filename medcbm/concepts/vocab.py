@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from medcbm._resources import resource_path
 from medcbm.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-LEXICON_DIR = Path(__file__).resolve().parents[2] / "knowledge" / "lexicon"
+
+def _lexicon_dir() -> Path:
+    return resource_path("knowledge", "lexicon")
 LEXICON_COLUMNS = ("term", "synonyms", "category", "visual", "question")
 
 #: HPO subtrees whose terms describe what the modality can show.
@@ -68,9 +71,9 @@ def load_lexicon(modality: str, path: str | Path | None = None) -> list[FindingT
     Raises:
         DataError: missing file, missing columns, or a bad value (names row and field).
     """
-    p = Path(path) if path else LEXICON_DIR / f"{modality}.tsv"
+    p = Path(path) if path else _lexicon_dir() / f"{modality}.tsv"
     if not p.is_file():
-        have = sorted(x.stem for x in LEXICON_DIR.glob("*.tsv")) if LEXICON_DIR.is_dir() else []
+        have = sorted(x.stem for x in _lexicon_dir().glob("*.tsv")) if _lexicon_dir().is_dir() else []
         raise DataError(f"no finding lexicon for modality {modality!r} (available: {have or 'none'})", path=str(p))
     with p.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t")

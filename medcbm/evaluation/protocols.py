@@ -10,10 +10,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medcbm._config import load_yaml_model
-
+from medcbm._resources import resource_path
 from medcbm.errors import RegistryError
 
-PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "configs" / "protocols"
+
+def _protocol_dir() -> Path:
+    return resource_path("configs", "protocols")
 
 
 class SplitSizes(BaseModel):
@@ -100,14 +102,14 @@ class Protocol(BaseModel):
 
 def list_protocols() -> list[str]:
     """Names of the protocols shipped in ``configs/protocols``."""
-    return sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in _protocol_dir().glob("*.yaml"))
 
 
 def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
     """Load a protocol by shipped name or YAML path; errors name the bad key."""
     p = Path(name_or_path)
     if not p.suffix:
-        p = PROTOCOL_DIR / f"{name_or_path}.yaml"
+        p = _protocol_dir() / f"{name_or_path}.yaml"
         if not p.is_file():
             raise RegistryError(f"unknown protocol '{name_or_path}'. Available: {', '.join(list_protocols())}")
     return load_yaml_model(p, Protocol, what="protocol")

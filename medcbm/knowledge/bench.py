@@ -152,10 +152,10 @@ def measure_latency(store: KnowledgeStore, queries: list[str], *, k: int = 10, n
 def run_bench(json_path: str | os.PathLike, *, store_dir: str | os.PathLike = "runs/bench/retrieval",
               eval_path: str | os.PathLike | None = None, n_queries: int = 200, latency: bool = True) -> dict:
     """Build (or reuse) the bench stores, evaluate quality and latency, write JSON to ``json_path``."""
-    from medcbm.knowledge.ingest import repo_root
+    from medcbm._resources import resource_path
 
     root = Path(store_dir)
-    rows = load_eval(eval_path or repo_root() / "knowledge" / "eval" / "retrieval_eval.jsonl")
+    rows = load_eval(eval_path or resource_path("knowledge", "eval", "retrieval_eval.jsonl"))
     quality, qinfo = build_quality_store(root)
     result: dict[str, Any] = evaluate(quality, rows)
     by_kind = result.pop("by_kind")

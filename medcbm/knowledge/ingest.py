@@ -14,10 +14,10 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from medcbm._io import sha256_file
+from medcbm._resources import resource_path
 from medcbm.errors import DataError
 from medcbm.knowledge.chunking import chunk_text, text_hash
 from medcbm.knowledge.passage import Document
@@ -213,14 +213,6 @@ def ingest_paths(store, paths: list[str | os.PathLike], *, source: str | None = 
     return summary
 
 
-def repo_root() -> Path:
-    """The checkout holding ``knowledge/corpus`` (found from this package, else the working directory)."""
-    for base in (Path(__file__).resolve().parents[2], Path.cwd(), *Path.cwd().parents):
-        if (base / "knowledge" / "corpus").is_dir():
-            return base
-    raise DataError("cannot find knowledge/corpus (run from the medcbm checkout)")
-
-
 def build_default_store(store_dir: str | os.PathLike = "runs/knowledge", *, include_hpo: bool = False,
                         include_openi: bool = False, embedder: str | None = None):
     """Open the store at ``store_dir`` holding the starter corpus (``knowledge/corpus/*.jsonl``) and, on
@@ -229,9 +221,10 @@ def build_default_store(store_dir: str | os.PathLike = "runs/knowledge", *, incl
     from medcbm.knowledge.store import open_store
 
     store = open_store(store_dir, embedder=embedder)
-    files = sorted((repo_root() / "knowledge" / "corpus").glob("*.jsonl"))
+    corpus = resource_path("knowledge", "corpus")
+    files = sorted(corpus.glob("*.jsonl"))
     if not files:
-        raise DataError("knowledge/corpus has no *.jsonl files", path=str(repo_root() / "knowledge" / "corpus"))
+        raise DataError("knowledge/corpus has no *.jsonl files", path=str(corpus))
     wanted = {str(f): sha256_file(f) for f in files}
     if include_hpo:
         wanted["hpo"] = sha256_file(resources.hpo_obo_path())

@@ -36,10 +36,10 @@ def test_bank_prior_maps_onto_ph2_concepts(setup):
 
 
 def test_expert_prior_file_is_complete_and_referenced(tmp_path):
-    from medcbm.bottleneck.priors import EXPERT_PRIOR_FILE, load_prior_file
+    from medcbm.bottleneck.priors import expert_prior_file, load_prior_file
     from medcbm.data.ph2_vocab import PH2_CONCEPTS, PH2_PATTERN_CONCEPTS
 
-    prior, refs = load_prior_file(EXPERT_PRIOR_FILE)
+    prior, refs = load_prior_file(expert_prior_file())
     vocab = set(PH2_CONCEPTS) | set(PH2_PATTERN_CONCEPTS)
     assert set(prior["malignant"]) == vocab and set(refs) == vocab
     assert prior["malignant"]["blue_whitish_veil"] == 1 and prior["benign"]["blue_whitish_veil"] == -1
