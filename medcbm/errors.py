@@ -24,7 +24,7 @@ class DataError(MedcbmError):
             parts.append(f"field '{field}'")
         where = f" [{', '.join(parts)}]" if parts else ""
         super().__init__(f"{message}{where}")
-        self.path, self.row, self.field = path, row, field
+        self.message, self.path, self.row, self.field = message, path, row, field
 
 
 class MissingWeightsError(MedcbmError):

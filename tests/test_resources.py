@@ -19,5 +19,5 @@ def test_medcbm_resources_overrides_and_a_wrong_one_is_a_clear_error(tmp_path, m
 
     assert list_protocols() == ["mine"]  # a hospital's own curated copy replaces the shipped one
     monkeypatch.setenv("MEDCBM_RESOURCES", str(tmp_path / "nowhere"))
-    with pytest.raises(ConfigError, match="MEDCBM_RESOURCES.*|nowhere"):
+    with pytest.raises(ConfigError, match=r"not found \(looked in .*nowhere\).*set MEDCBM_RESOURCES"):
         _resources.resources_root()

@@ -55,7 +55,7 @@ class _ImageDataset(Dataset):
         except Exception as exc:  # anything a reader library throws becomes a per-file message
             cause = unwrap_transform_error(exc)
             if isinstance(cause, DataError):  # keep which file and field it blames (the image or its mask)
-                return i, None, (str(cause).split(" [file")[0], cause.path or self.paths[i], cause.field or "image"), False
+                return i, None, (cause.message, cause.path or self.paths[i], cause.field or "image"), False
             return i, None, (f"cannot load image: {type(cause).__name__}: {cause}", self.paths[i], "image"), False
 
 

@@ -110,12 +110,11 @@ def _cbm(data: MethodInput, *, drop_weak: bool = True, prior: str | None = "expe
 def linear_probe_lesion_cc(data: MethodInput) -> MethodOutput:
     """The baseline on the CBM's preprocessing (colour constancy + automatic lesion crop): does the
     preprocessing alone remove the shortcut?"""
-    from medcbm.evaluation.probe import LinearProbe
+    from medcbm.evaluation.probe import fit_probe_method
 
-    X = _split_features(data, CONCEPT_BACKBONE)
-    probe = LinearProbe().fit(X["train"], data.y["train"], X["val"], data.y["val"])
-    return MethodOutput({s: probe.predict_proba(X[s]) for s in ("val", "test_id", "test_ood")},
-                        {"C": probe.C_, "val_acc": probe.val_acc_, "backbone": CONCEPT_BACKBONE})
+    out = fit_probe_method(data, _split_features(data, CONCEPT_BACKBONE))
+    out.info["backbone"] = CONCEPT_BACKBONE
+    return out
 
 
 @register_method("cbm", datasets=DERMOSCOPY)

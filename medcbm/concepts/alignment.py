@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 def _mappings_dir() -> Path:
     return resource_path("knowledge", "mappings")
+
+
 DEFAULT_THRESHOLD = 0.75
 
 

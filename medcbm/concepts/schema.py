@@ -253,8 +253,9 @@ def default_bank_path(modality: str, task: str) -> Path:
     Raises:
         DataError: no shipped bank for that modality/task (the message lists the shipped ones).
     """
-    p = _banks_dir() / f"{modality}_{task}.json"
+    banks = _banks_dir()
+    p = banks / f"{modality}_{task}.json"
     if not p.is_file():
-        have = sorted(x.stem for x in _banks_dir().glob("*.json")) if _banks_dir().is_dir() else []
+        have = sorted(x.stem for x in banks.glob("*.json")) if banks.is_dir() else []
         raise DataError(f"no shipped concept bank for modality={modality!r} task={task!r}; shipped: {have or 'none'}", path=str(p))
     return p

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 def _lexicon_dir() -> Path:
     return resource_path("knowledge", "lexicon")
+
+
 LEXICON_COLUMNS = ("term", "synonyms", "category", "visual", "question")
 
 #: HPO subtrees whose terms describe what the modality can show.
@@ -71,9 +73,10 @@ def load_lexicon(modality: str, path: str | Path | None = None) -> list[FindingT
     Raises:
         DataError: missing file, missing columns, or a bad value (names row and field).
     """
-    p = Path(path) if path else _lexicon_dir() / f"{modality}.tsv"
+    lexicons = _lexicon_dir()
+    p = Path(path) if path else lexicons / f"{modality}.tsv"
     if not p.is_file():
-        have = sorted(x.stem for x in _lexicon_dir().glob("*.tsv")) if _lexicon_dir().is_dir() else []
+        have = sorted(x.stem for x in lexicons.glob("*.tsv")) if lexicons.is_dir() else []
         raise DataError(f"no finding lexicon for modality {modality!r} (available: {have or 'none'})", path=str(p))
     with p.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t")

@@ -22,7 +22,7 @@ warnings.filterwarnings("ignore", message=".*NvImgCodecPydicomReader.*")
 from monai.data import PILReader, PydicomReader  # noqa: E402
 from monai.utils import MetaKeys  # noqa: E402
 
-from medcbm.data.filetypes import DICOM_SUFFIXES, PHOTO_SUFFIXES, is_dicom_file  # noqa: E402,F401 (re-exported)
+from medcbm.data.filetypes import is_dicom_file  # noqa: E402
 from medcbm.errors import DataError  # noqa: E402
 
 logger = logging.getLogger(__name__)

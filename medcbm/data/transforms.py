@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medcbm._io import sha256_text
 from medcbm.data.lesion import AUTO_LESION_VERSION, auto_lesion_mask, shades_of_gray
-from medcbm.data.readers import MedDicomReader, SafePILReader, is_dicom_file
+from medcbm.data.filetypes import is_dicom_file
+from medcbm.data.readers import MedDicomReader, SafePILReader
 from medcbm.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -130,20 +131,20 @@ class LesionCropd(MapTransform):
     that part is filled with the image's edge pixels.
 
     Args:
-        source: ``mask`` uses the sample's mask file (samples without one, ``mask_key`` missing or ``None``,
-            keep the whole image); ``auto`` finds the lesion with :func:`medcbm.data.lesion.auto_lesion_mask`;
-            ``mask_or_auto`` uses the mask where there is one. Where no lesion is found the image stays whole
-            and the sample gets ``NO_LESION_KEY: True``.
+        crop: :attr:`PreprocessConfig.crop`. ``mask_bbox`` uses the sample's mask file (samples without one,
+            ``mask_key`` missing or ``None``, keep the whole image); ``auto`` finds the lesion with
+            :func:`medcbm.data.lesion.auto_lesion_mask`; ``mask_or_auto`` uses the mask where there is one.
+            Where no lesion is found the image stays whole and the sample gets ``NO_LESION_KEY: True``.
     """
 
-    def __init__(self, keys, mask_key: str = "mask", margin: float = 0.0, source: str = "mask"):
+    def __init__(self, keys, mask_key: str = "mask", margin: float = 0.0, crop: str = "mask_bbox"):
         super().__init__(keys)
-        self.mask_key, self.margin, self.source = mask_key, float(margin), source
+        self.mask_key, self.margin, self.crop = mask_key, float(margin), crop
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
-        mask_path = d.get(self.mask_key) if self.source != "auto" else None
-        if mask_path is None and self.source == "mask":
+        mask_path = d.get(self.mask_key) if self.crop != "auto" else None
+        if mask_path is None and self.crop == "mask_bbox":
             return d
         for key in self.key_iterator(d):
             img = torch.as_tensor(d[key])
@@ -243,9 +244,6 @@ def load_image(path: str, cfg: PreprocessConfig | None = None) -> torch.Tensor:
         raise unwrap_transform_error(exc) from None
 
 
-_CROP_SOURCE = {"mask_bbox": "mask", "auto": "auto", "mask_or_auto": "mask_or_auto"}
-
-
 def preprocess_transforms(cfg: PreprocessConfig, keys: Sequence[str] = ("image",)) -> Compose:
     """Full load-to-tensor pipeline for a backbone's input."""
     return Compose(
@@ -253,7 +251,7 @@ def preprocess_transforms(cfg: PreprocessConfig, keys: Sequence[str] = ("image",
         + [
             ToRGBd(keys=list(keys)),
             *([ColorConstancyd(keys=list(keys))] if cfg.color_constancy == "shades_of_gray" else []),
-            *([LesionCropd(keys=list(keys), margin=cfg.crop_margin, source=_CROP_SOURCE[cfg.crop])]
+            *([LesionCropd(keys=list(keys), margin=cfg.crop_margin, crop=cfg.crop)]
               if cfg.crop != "none" else []),
             ResizeShortCropd(keys=list(keys), size=cfg.image_size, mode=cfg.resize),
             NormalizeImaged(keys=list(keys), mean=cfg.mean, std=cfg.std),

@@ -56,9 +56,10 @@ def register_bench(bench_app: typer.Typer) -> None:
         ph2 = import_dataset("ph2", data_root)
         names = list(PH2_CONCEPTS)
         X = extract_features(ph2, backbone, cache_dir=cache_dir).X
+        spec = get_backbone_spec(backbone)
         res = bench_concepts(X, ph2.frame[[CONCEPT_PREFIX + k for k in names]].to_numpy(float), names,
-                             backbone=backbone, feature_mode=get_backbone_spec(backbone).pooling, repeats=repeats)
-        res["preprocess"] = get_backbone_spec(backbone).preprocess.model_dump()
+                             backbone=backbone, feature_mode=spec.pooling, repeats=repeats)
+        res["preprocess"] = spec.preprocess.model_dump()
         atomic_write_json(json_path, res)
         console.print_json(data={k: v for k, v in res.items() if k != "per_concept"})
         console.print(f"wrote {json_path}")

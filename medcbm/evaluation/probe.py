@@ -49,12 +49,22 @@ class LinearProbe:
         return self.predict_proba(X).argmax(1)
 
 
+def fit_probe_method(data: MethodInput, X: dict[str, np.ndarray] | None = None, **weights) -> MethodOutput:
+    """Fit a :class:`LinearProbe` on ``X`` (default: the protocol's features) and score every evaluated split.
+
+    Args:
+        weights: ``sample_weight``/``val_weight`` passed to :meth:`LinearProbe.fit`.
+    """
+    X = data.X if X is None else X
+    probe = LinearProbe().fit(X["train"], data.y["train"], X["val"], data.y["val"], **weights)
+    proba = {s: probe.predict_proba(X[s]) for s in ("val", "test_id", "test_ood")}
+    return MethodOutput(proba, {"C": probe.C_, "val_acc": probe.val_acc_})
+
+
 @register_method("linear_probe")
 def linear_probe(data: MethodInput) -> MethodOutput:
     """KnoBo's baseline: a linear classifier straight on image features."""
-    probe = LinearProbe().fit(data.X["train"], data.y["train"], data.X["val"], data.y["val"])
-    proba = {s: probe.predict_proba(data.X[s]) for s in ("val", "test_id", "test_ood")}
-    return MethodOutput(proba, {"C": probe.C_, "val_acc": probe.val_acc_})
+    return fit_probe_method(data)
 
 
 @register_method("linear_probe_balanced")
@@ -62,6 +72,4 @@ def linear_probe_balanced(data: MethodInput) -> MethodOutput:
     """The baseline given the same nuisance-group balancing as the CBM (a fair comparison)."""
     from medcbm.bottleneck.weights import balance_for
 
-    probe = LinearProbe().fit(data.X["train"], data.y["train"], data.X["val"], data.y["val"], **balance_for(data))
-    proba = {s: probe.predict_proba(data.X[s]) for s in ("val", "test_id", "test_ood")}
-    return MethodOutput(proba, {"C": probe.C_, "val_acc": probe.val_acc_})
+    return fit_probe_method(data, **balance_for(data))

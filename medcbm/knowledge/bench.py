@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medcbm._io import atomic_write_json, sha256_file
+from medcbm._resources import resource_path
 from medcbm.errors import DataError
 from medcbm.knowledge.store import MODES, KnowledgeStore, _du
 
@@ -152,8 +153,6 @@ def measure_latency(store: KnowledgeStore, queries: list[str], *, k: int = 10, n
 def run_bench(json_path: str | os.PathLike, *, store_dir: str | os.PathLike = "runs/bench/retrieval",
               eval_path: str | os.PathLike | None = None, n_queries: int = 200, latency: bool = True) -> dict:
     """Build (or reuse) the bench stores, evaluate quality and latency, write JSON to ``json_path``."""
-    from medcbm._resources import resource_path
-
     root = Path(store_dir)
     rows = load_eval(eval_path or resource_path("knowledge", "eval", "retrieval_eval.jsonl"))
     quality, qinfo = build_quality_store(root)
