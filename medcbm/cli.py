@@ -25,17 +25,17 @@ app.add_typer(bench_app, name="bench")
 
 # --- sub-apps owned by subpackages (each registers its own commands) -----------------------------
 # (keep this block sorted; one line per subpackage)
-from medcbm.bottleneck.cli import register as register_model_commands  # noqa: E402
+from medcbm.benchmarks.cli import register_bench as register_model_bench  # noqa: E402
 from medcbm.concepts.cli import app as concepts_app  # noqa: E402
 from medcbm.data.cli import app as data_app  # noqa: E402
-from medcbm.evaluation.cli import register_bench as register_eval_bench  # noqa: E402
 from medcbm.knowledge.cli import app as knowledge_app  # noqa: E402
 from medcbm.knowledge.cli import register_bench as register_knowledge_bench  # noqa: E402
+from medcbm.workflows.cli import register as register_model_commands  # noqa: E402
 
 app.add_typer(concepts_app, name="concepts")
 app.add_typer(data_app, name="data")
 app.add_typer(knowledge_app, name="knowledge")
-register_eval_bench(bench_app)
+register_model_bench(bench_app)
 register_model_commands(app)
 register_knowledge_bench(bench_app)
 
@@ -59,7 +59,7 @@ def quickstart(
                                                 help="methods to run (default: the probe, the CBM and every ablation)"),
 ) -> None:
     """Run the whole pipeline on the shared HAM10000 and print the ID/OOD table."""
-    from medcbm.evaluation.shift import markdown_table
+    from medcbm.benchmarks.bench_shift import markdown_table
     from medcbm.quickstart import run_quickstart
 
     res = run_quickstart(data_root=data_root, run_dir=run_dir, seeds=seeds, cache_dir=cache_dir, methods=methods)
@@ -77,10 +77,20 @@ def backbones_cmd() -> None:
         Console().print(f"{name:28s} {desc}")
 
 
+@app.command("methods")
+def methods_cmd(dataset: Optional[str] = typer.Option(None, "--dataset", help="only methods that apply to this dataset"),
+                pattern: Optional[str] = typer.Option(None, "--filter", help="glob on the name, e.g. 'cbm_src_*'")) -> None:
+    """List benchmark methods (the CBM recipes and ablations come from configs/methods/*.yaml)."""
+    from medcbm.methods import METHODS, list_methods
+
+    for name in list_methods(dataset, pattern):
+        Console().print(f"{name:28s} {METHODS.meta(name).get('description', '')}", highlight=False)
+
+
 @app.command("protocols")
 def protocols_cmd() -> None:
     """List shipped benchmark protocols (configs/protocols)."""
-    from medcbm.evaluation.protocols import list_protocols, load_protocol
+    from medcbm.protocols import list_protocols, load_protocol
 
     for name in list_protocols():
         Console().print(f"{name:32s} {load_protocol(name).description}")

@@ -33,8 +33,8 @@ def run_quickstart(
     Returns:
         The shift-benchmark results.
     """
-    from medcbm.evaluation.methods import list_methods
-    from medcbm.evaluation.shift import run_shift_benchmark
+    from medcbm.benchmarks.bench_shift import run_shift_benchmark
+    from medcbm.methods import list_methods
 
     root = resolve_data_root(data_root)
     run = Path(run_dir)
@@ -42,7 +42,8 @@ def run_quickstart(
     t0 = time.perf_counter()
     knowledge = knowledge_stage(run / "knowledge")
     res = run_shift_benchmark(PROTOCOL, methods=methods or list_methods("ham10000"), seeds=seeds, data_root=root,
-                              cache_dir=Path(cache_dir) if cache_dir else run / "features", out_dir=run, progress=progress)
+                              cache_dir=Path(cache_dir) if cache_dir else run / "features", out_dir=run, progress=progress,
+                              predictions_path=run / "predictions.parquet")
     atomic_write_json(run / "quickstart.json", {"data_root": str(root), "protocol": PROTOCOL, "seeds": res["seeds"],
                                                 "methods": list(res["methods"]), "knowledge": knowledge,
                                                 "seconds": round(time.perf_counter() - t0, 1)})

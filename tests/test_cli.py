@@ -59,14 +59,16 @@ def test_quickstart_one_seed(tmp_path, data_root, feature_cache):
 
 def test_train_evaluate_predict(tmp_path, data_root, feature_cache, ham_manifest):
     cfg = tmp_path / "cbm.yaml"
-    cfg.write_text(f"name: t\nout_dir: {tmp_path / 'model'}\nprior: expert\nbalance_nuisance: true\n"
-                   "grounding: {backbone: efficientnet_lite0_lesion_cc}\n")
+    cfg.write_text(f"name: t\nout_dir: {tmp_path / 'model'}\ndata: {{protocol: ham10000-site-confounded}}\n"
+                   "model: cbm\noverrides: {grounding: {backbone: efficientnet_lite0_lesion_cc}}\n")
     env = {"MEDCBM_DATA": str(data_root)}
     r = medcbm("train", "-c", cfg, "--cache-dir", feature_cache, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     model = tmp_path / "model"
     meta = json.loads((model / "model.json").read_text())
-    assert meta["provenance"]["prior_source"].endswith("ph2_benign_malignant.yaml")
+    assert meta["recipe"]["prior_source"][0].endswith("ph2_benign_malignant.yaml")
+    assert meta["provenance"]["data"]["source"] == {"kind": "protocol", "protocol": "ham10000-site-confounded"}
+    assert any(link["question"].endswith("?") for link in meta["recipe"]["concept_links"]["blue_whitish_veil"])
     assert "melanoma_pattern" in meta["concepts"] and meta["backbone"]["name"] == "efficientnet_lite0_lesion_cc"
     metrics = json.loads((model / "metrics.json").read_text())
     assert metrics["test_ood"]["acc"] > 0.55 and metrics["test_id"]["auroc"] > 0.65

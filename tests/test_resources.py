@@ -15,7 +15,7 @@ def test_medcbm_resources_overrides_and_a_wrong_one_is_a_clear_error(tmp_path, m
     (tmp_path / "knowledge").mkdir()
     (tmp_path / "configs" / "protocols" / "mine.yaml").write_text("name: mine\n")
     monkeypatch.setenv("MEDCBM_RESOURCES", str(tmp_path))
-    from medcbm.evaluation.protocols import list_protocols
+    from medcbm.protocols import list_protocols
 
     assert list_protocols() == ["mine"]  # a hospital's own curated copy replaces the shipped one
     monkeypatch.setenv("MEDCBM_RESOURCES", str(tmp_path / "nowhere"))

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medcbm._io import sha256_text
 from medcbm.data.transforms import PreprocessConfig
-from medcbm.errors import RegistryError
+from medcbm._registry import Registry
 
 
 class BackboneSpec(BaseModel):
@@ -42,29 +42,22 @@ class BackboneSpec(BaseModel):
         return sha256_text(*parts)[:16]
 
 
-_BACKBONES: dict[str, Callable[[], BackboneSpec]] = {}
-_DYNAMIC: dict[str, Callable[[str], BackboneSpec]] = {}
+BACKBONES: Registry[Callable[[], BackboneSpec]] = Registry("backbone")
 
 
 def register_backbone(fn: Callable[[], BackboneSpec]) -> Callable[[], BackboneSpec]:
     """Register a spec factory under its function name."""
-    _BACKBONES[fn.__name__] = fn
-    return fn
+    return BACKBONES.add(fn.__name__, fn)
 
 
 def register_prefix(prefix: str) -> Callable:
     """Register a parser for dynamic names ``<prefix>:<rest>``."""
-
-    def deco(fn: Callable[[str], BackboneSpec]) -> Callable[[str], BackboneSpec]:
-        _DYNAMIC[prefix] = fn
-        return fn
-
-    return deco
+    return BACKBONES.register_prefix(prefix)
 
 
-def list_backbones() -> list[str]:
-    """Registered names (dynamic prefixes shown as ``prefix:...``)."""
-    return sorted(_BACKBONES) + [f"{p}:..." for p in sorted(_DYNAMIC)]
+def list_backbones(pattern: str | None = None) -> list[str]:
+    """Registered names matching an optional glob (dynamic prefixes shown as ``prefix:...``)."""
+    return BACKBONES.names(pattern) + ([] if pattern else BACKBONES.prefixes())
 
 
 def get_backbone_spec(name: str) -> BackboneSpec:
@@ -73,9 +66,5 @@ def get_backbone_spec(name: str) -> BackboneSpec:
     Raises:
         RegistryError: unknown name; the message lists the available ones.
     """
-    if name in _BACKBONES:
-        return _BACKBONES[name]()
-    prefix, sep, rest = name.partition(":")
-    if sep and prefix in _DYNAMIC:
-        return _DYNAMIC[prefix](rest)
-    raise RegistryError(f"unknown backbone '{name}'. Available: {', '.join(list_backbones())}")
+    found = BACKBONES.get(name)
+    return found if isinstance(found, BackboneSpec) else found()

@@ -13,16 +13,10 @@ from medcbm._io import atomic_write_bytes, atomic_write_json, sha256_file
 from medcbm.backbones._registry import BackboneSpec
 from medcbm.bottleneck.estimator import KnowledgeCBM
 from medcbm.bottleneck.trainer import BottleneckConfig
+from medcbm.concepts.grounding.base import grounder_from_state
 from medcbm.errors import ConfigError, DataError
 
 FORMAT = "medcbm.cbm/1"
-
-
-def _grounder_classes() -> dict:
-    from medcbm.concepts.grounding.probes import ConceptProbes
-    from medcbm.concepts.grounding.vlm import VLMConceptGrounder
-
-    return {"concept_probes": ConceptProbes, "vlm_similarity": VLMConceptGrounder}
 
 
 def save_cbm(model: KnowledgeCBM, out_dir: str | os.PathLike, *, backbone: BackboneSpec,
@@ -44,7 +38,8 @@ def save_cbm(model: KnowledgeCBM, out_dir: str | os.PathLike, *, backbone: Backb
         "medcbm_version": __version__,
         "classes": model.classes,
         "concepts": model.concept_names_,
-        "config": model.config.model_dump(),
+        "config": model.config_.model_dump(),
+        "recipe": getattr(model, "recipe_", {}),
         "grounder": g_meta,
         "backbone": backbone.model_dump(mode="json"),
         "backbone_fingerprint": backbone.fingerprint(),
@@ -81,14 +76,13 @@ def load_cbm(model_dir: str | os.PathLike, *, expect_backbone: BackboneSpec | No
         raise ConfigError(f"model in {d} uses concepts {meta['concepts']} but the given concept bank has "
                           f"{list(expect_concepts)}; retrain with this bank or use the matching one")
     t = load_file(str(d / "model.safetensors"))
-    kind = meta["grounder"]["kind"]
-    if kind not in _grounder_classes():
-        raise ConfigError(f"unknown grounder kind '{kind}' in {d}")
-    grounder = _grounder_classes()[kind].from_state(
-        {k[len("grounder."):]: v for k, v in t.items() if k.startswith("grounder.")}, meta["grounder"])
+    grounder = grounder_from_state({k[len("grounder."):]: v for k, v in t.items() if k.startswith("grounder.")},
+                                   meta["grounder"])
     model = KnowledgeCBM(grounder, classes=meta["classes"], config=BottleneckConfig(**meta["config"]),
                          concepts=meta["concepts"])
-    model.concept_names_ = meta["concepts"]
+    model.concept_names_, model.config_ = meta["concepts"], model.config
+    model.recipe_ = meta.get("recipe", {})
+    model.backbone_ = meta["backbone"]["name"]
     model.prior_ = t.get("bottleneck.prior")
     model.W_, model.b_ = t["bottleneck.W"], t["bottleneck.b"]
     model.p_mean_, model.p_scale_ = t["bottleneck.p_mean"], t["bottleneck.p_scale"]

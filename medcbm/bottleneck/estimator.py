@@ -6,6 +6,7 @@ import logging
 from typing import Mapping
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from medcbm.bottleneck.trainer import BottleneckConfig, FittedBottleneck, fit_bottleneck
 from medcbm.concepts.grounding.base import ConceptGrounder, check_features
@@ -43,7 +44,7 @@ def prior_matrix(prior: Mapping[str, Mapping[str, float]] | np.ndarray | None, c
     return M
 
 
-class KnowledgeCBM:
+class KnowledgeCBM(BaseEstimator):
     """A concept bottleneck model with a fitted concept grounder and a KnoBo-prior linear layer.
 
     Args:
@@ -53,18 +54,15 @@ class KnowledgeCBM:
         config: bottleneck hyper-parameters.
         concepts: restrict the bottleneck to these grounder concepts (default: all kept ones).
 
-    Attributes (after ``fit``): ``W_`` ``(C, K)``, ``b_``, ``concept_names_``, ``prior_`` ``(C, K)``, ``fit_info_``.
+    Attributes (after ``fit``): ``W_`` ``(C, K)``, ``b_``, ``concept_names_``, ``prior_`` ``(C, K)``, ``fit_info_``,
+    ``config_`` (the settings actually used: ``fit`` never changes ``config``, e.g. a class-balanced loss
+    switched on for extreme imbalance shows here).
     """
 
     def __init__(self, grounder: ConceptGrounder, *, classes: list[str], prior=None,
                  config: BottleneckConfig | None = None, concepts: list[str] | None = None):
-        self.grounder, self.classes, self.prior = grounder, list(classes), prior
-        self.config = config or BottleneckConfig()
-        self.concepts = concepts
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {"grounder": self.grounder, "classes": self.classes, "prior": self.prior,
-                "config": self.config, "concepts": self.concepts}
+        self.grounder, self.classes, self.prior = grounder, classes, prior
+        self.config, self.concepts = config, concepts
 
     def _concept_index(self) -> np.ndarray:
         names = self.grounder.concept_names_
@@ -95,14 +93,15 @@ class KnowledgeCBM:
                                 "a classifier needs at least two")
             if yy.min() < 0 or yy.max() >= len(self.classes):
                 raise DataError(f"{name} labels must be in 0..{len(self.classes) - 1}")
+        self.config_ = self.config or BottleneckConfig()
         counts = np.bincount(y, minlength=len(self.classes))
         if counts.min() < 0.02 * counts.sum():
             logger.warning("extreme class imbalance in training labels %s; using a class-balanced loss", counts.tolist())
-            self.config = self.config.model_copy(update={"class_balanced": True})
+            self.config_ = self.config_.model_copy(update={"class_balanced": True})
         self.concept_names_ = [self.grounder.concept_names_[i] for i in self._concept_index()]
-        self.prior_ = prior_matrix(self.prior, self.classes, self.concept_names_)
+        self.prior_ = prior_matrix(self.prior, list(self.classes), self.concept_names_)
         P, Pv = self.predict_concepts(X), self.predict_concepts(X_val)
-        fb = fit_bottleneck(P, y, Pv, y_val, n_classes=len(self.classes), prior=self.prior_, cfg=self.config,
+        fb = fit_bottleneck(P, y, Pv, y_val, n_classes=len(self.classes), prior=self.prior_, cfg=self.config_,
                             sample_weight=sample_weight, val_weight=val_weight)
         self._set_fitted(fb)
         return self

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from medcbm.errors import ConfigError
+
 
 def group_balance_weights(y: np.ndarray, groups: np.ndarray | pd.Series, *, max_weight: float = 10.0) -> np.ndarray:
     """Weights making every nuisance group equally represented within each class.
@@ -29,20 +31,18 @@ def group_balance_weights(y: np.ndarray, groups: np.ndarray | pd.Series, *, max_
     return w / w.mean()
 
 
-def protocol_groups(protocol, frame: pd.DataFrame) -> np.ndarray:
-    """The nuisance group of every row under a protocol (confounded splits name two groups of values)."""
-    split = protocol.split
-    if hasattr(split, "group_of"):
-        return split.group_of(frame[split.nuisance], other="other").to_numpy()
-    return frame[split.nuisance].astype(str).str.strip().to_numpy()
+def balance_weights(train, val) -> dict:
+    """``sample_weight``/``val_weight`` balancing the nuisance groups of two labelled splits.
 
+    Args:
+        train, val: :class:`~medcbm.data.samples.LabelledSplit` with ``groups`` set.
 
-def nuisance_balance(protocol, frames: dict[str, pd.DataFrame], y: dict[str, np.ndarray]) -> dict:
-    """``sample_weight``/``val_weight`` balancing the protocol's nuisance groups in the train/val splits."""
-    w = {s: group_balance_weights(y[s], protocol_groups(protocol, frames[s])) for s in ("train", "val")}
-    return {"sample_weight": w["train"], "val_weight": w["val"]}
-
-
-def balance_for(data) -> dict:
-    """:func:`nuisance_balance` for a benchmark method input."""
-    return nuisance_balance(data.context["protocol"], data.frames, data.y)
+    Raises:
+        ConfigError: a split has no nuisance groups to balance.
+    """
+    for name, split in (("training", train), ("validation", val)):
+        if split.groups is None:
+            raise ConfigError(f"nuisance balancing needs the {name} split's groups (e.g. a site column); "
+                              "set `balance: false` or name the column to balance")
+    return {"sample_weight": group_balance_weights(train.y, train.groups),
+            "val_weight": group_balance_weights(val.y, val.groups)}

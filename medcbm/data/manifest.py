@@ -147,6 +147,13 @@ class Manifest:
             out.append(p if p.is_absolute() else self.root / p)
         return out
 
+    def absolute_frame(self) -> pd.DataFrame:
+        """The rows with absolute ``image`` (and ``mask``) paths: they can be mixed with other manifests' rows."""
+        f = self.frame.assign(image=[str(p) for p in self.image_paths()])
+        if "mask" in f.columns:
+            f["mask"] = [str(p) if p is not None else None for p in self.mask_paths()]
+        return f
+
     def subset(self, index: Iterable[int]) -> "Manifest":
         """Rows by position (a new manifest sharing the root)."""
         m = Manifest.__new__(Manifest)

@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from medcbm._registry import Registry
 from medcbm._torch import single_threaded
 from medcbm.errors import MissingWeightsError, RegistryError
 
@@ -110,14 +111,16 @@ def _minilm(device: str) -> Embedder:
     return SentenceTransformerEmbedder("minilm", str(get_model_path()), device=device)
 
 
-#: name -> factory(device). Prefix schemes (``st:``, ``hf:``) are handled in :func:`get_embedder`.
-EMBEDDERS: dict[str, Callable[[str], Embedder]] = {"minilm": _minilm}
-PREFIXES = ("st:", "hf:")
+#: name -> factory(device); prefix schemes (``st:<path>``, ``hf:<path>``) resolve dynamic names.
+EMBEDDERS: Registry[Callable[[str], Embedder]] = Registry("embedder")
+EMBEDDERS.add("minilm", _minilm)
+EMBEDDERS.register_prefix("st")(lambda rest: lambda device: SentenceTransformerEmbedder(f"st:{rest}", rest, device=device))
+EMBEDDERS.register_prefix("hf")(lambda rest: lambda device: HFMeanPoolEmbedder(f"hf:{rest}", rest, device=device))
 
 
 def available_embedders() -> list[str]:
     """Registered names plus the prefix schemes."""
-    return sorted(EMBEDDERS) + [f"{p}<path>" for p in PREFIXES]
+    return EMBEDDERS.names() + EMBEDDERS.prefixes()
 
 
 @lru_cache(maxsize=4)
@@ -128,10 +131,7 @@ def get_embedder(name: str = "minilm", device: str = "cpu") -> Embedder:
         RegistryError: unknown name (the message lists the available ones).
         MissingWeightsError: the weights are not available offline.
     """
-    if name in EMBEDDERS:
-        return EMBEDDERS[name](device)
-    if name.startswith("st:") and len(name) > 3:
-        return SentenceTransformerEmbedder(name, name[3:], device=device)
-    if name.startswith("hf:") and len(name) > 3:
-        return HFMeanPoolEmbedder(name, name[3:], device=device)
-    raise RegistryError(f"unknown embedder '{name}'; available: {', '.join(available_embedders())}")
+    prefix, sep, rest = name.partition(":")
+    if sep and not rest:
+        raise RegistryError(f"embedder '{name}' needs a path after '{prefix}:'")
+    return EMBEDDERS.get(name)(device)

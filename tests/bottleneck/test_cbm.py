@@ -4,13 +4,12 @@ import pytest
 from medcbm.backbones import get_backbone_spec
 from medcbm.bottleneck import BottleneckConfig, KnowledgeCBM
 from medcbm.bottleneck.artifacts import load_cbm, save_cbm
-from medcbm.bottleneck.priors import grounded_prior
-from medcbm.bottleneck.weights import group_balance_weights, protocol_groups
+from medcbm.bottleneck.priors import bank_prior
+from medcbm.bottleneck.weights import group_balance_weights
 from medcbm.concepts.grounding.probes import ConceptProbes
 from medcbm.concepts.schema import default_bank_path, load_bank
 from medcbm.errors import ConfigError, DataError
-from medcbm.evaluation.protocols import load_protocol
-from medcbm.evaluation.splits import build_splits
+from medcbm.protocols import build_splits, load_protocol, nuisance_groups
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +23,8 @@ def setup(ph2_features, ham_manifest, feature_cache):
              for k, v in sp.index.items()}
     y = {k: sp.y[v] for k, v in sp.index.items()}
     proto = load_protocol("ham10000-site-confounded")
-    sites = {k: protocol_groups(proto, sp.manifest.frame.iloc[v]) for k, v in sp.index.items()}
-    prior = grounded_prior(load_bank(default_bank_path("dermoscopy", "benign_malignant")), sp.classes)[0]
+    sites = {k: nuisance_groups(proto, sp.manifest.frame.iloc[v]) for k, v in sp.index.items()}
+    prior = bank_prior(load_bank(default_bank_path("dermoscopy", "benign_malignant")), sp.classes)[0]
     return probes, feats, y, sites, sp.classes, prior
 
 
@@ -36,10 +35,10 @@ def test_bank_prior_maps_onto_ph2_concepts(setup):
 
 
 def test_expert_prior_file_is_complete_and_referenced(tmp_path):
-    from medcbm.bottleneck.priors import expert_prior_file, load_prior_file
+    from medcbm.bottleneck.priors import load_prior_file, shipped_prior_file
     from medcbm.data.ph2_vocab import PH2_CONCEPTS, PH2_PATTERN_CONCEPTS
 
-    prior, refs = load_prior_file(expert_prior_file())
+    prior, refs = load_prior_file(shipped_prior_file("ph2"))
     vocab = set(PH2_CONCEPTS) | set(PH2_PATTERN_CONCEPTS)
     assert set(prior["malignant"]) == vocab and set(refs) == vocab
     assert prior["malignant"]["blue_whitish_veil"] == 1 and prior["benign"]["blue_whitish_veil"] == -1
@@ -53,7 +52,7 @@ def test_expert_prior_file_is_complete_and_referenced(tmp_path):
 
 
 def test_cbm_narrows_the_confounding_gap(setup):
-    from medcbm.evaluation.probe import LinearProbe
+    from medcbm.methods.linear_probe import LinearProbe
 
     probes, X, y, sites, classes, prior = setup
     lp = LinearProbe().fit(X["train"], y["train"], X["val"], y["val"])
@@ -91,6 +90,22 @@ def test_sign_constraint_never_contradicts_the_prior(setup):
     m = KnowledgeCBM(probes, classes=classes, prior=prior, config=cfg).fit(X["train"], y["train"], X["val"], y["val"])
     assert (m.W_ * m.prior_ >= 0).all()
     assert np.abs(m.W_).sum() > 0.1 and m.score(X["test_id"], y["test_id"]) > 0.55
+
+
+def test_fit_never_changes_parameters(setup):
+    """scikit-learn's contract: effective settings go to attributes ending in ``_``; get/set_params round-trip."""
+    from sklearn.base import clone
+
+    probes, X, y, _, classes, prior = setup
+    cfg = BottleneckConfig(class_balanced=False)
+    m = KnowledgeCBM(probes, classes=classes, prior=prior, config=cfg)
+    before = m.get_params()
+    skewed = np.r_[np.zeros(len(y["train"]) - 3, int), np.ones(3, int)]  # < 2 % positives: balanced loss kicks in
+    m.fit(X["train"], skewed, X["val"], y["val"])
+    assert m.get_params() == before and m.config is cfg and cfg.class_balanced is False
+    assert m.config_.class_balanced is True
+    assert clone(m).get_params()["config"] == cfg
+    assert m.set_params(concepts=["asymmetry"]) is m and m.concepts == ["asymmetry"]
 
 
 def test_bad_inputs(setup):

@@ -15,7 +15,8 @@ from typing import Any, Callable, Protocol, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from medcbm.concepts.schema import ClassSpec, GeneratorInfo, RejectedCandidate
-from medcbm.errors import MedcbmError, RegistryError
+from medcbm._registry import Registry
+from medcbm.errors import MedcbmError
 
 
 class BackendError(MedcbmError):
@@ -85,25 +86,22 @@ class Backend(ABC):
         return None
 
 
-BACKENDS: dict[str, Callable[..., Backend]] = {}
+BACKENDS: Registry[type[Backend]] = Registry("concept backend", plugins=("medcbm.concepts.backends",))
 
 
 def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
     """Class decorator adding a backend to the registry."""
 
     def deco(cls: type[Backend]) -> type[Backend]:
-        BACKENDS[name] = cls
         cls.name = name
-        return cls
+        return BACKENDS.add(name, cls)
 
     return deco
 
 
 def available_backends() -> list[str]:
     """Registered backend names."""
-    import medcbm.concepts.backends  # noqa: F401  (registers the built-ins)
-
-    return sorted(BACKENDS)
+    return BACKENDS.names()
 
 
 def get_backend(name: str, **kwargs: Any) -> Backend:
@@ -112,10 +110,7 @@ def get_backend(name: str, **kwargs: Any) -> Backend:
     Raises:
         RegistryError: unknown name (lists the available ones).
     """
-    names = available_backends()
-    if name not in BACKENDS:
-        raise RegistryError(f"unknown concept backend '{name}'; available: {', '.join(names)}")
-    return BACKENDS[name](**kwargs)
+    return BACKENDS.get(name)(**kwargs)
 
 
 def slugify(text: str) -> str:

@@ -7,7 +7,11 @@ from abc import ABC, abstractmethod
 import numpy as np
 from scipy.special import expit
 
+from medcbm._registry import Registry
 from medcbm.errors import DataError
+
+#: saved grounder kind -> class with ``from_state(tensors, meta)`` (artifacts rebuild grounders through it)
+GROUNDERS: Registry[type] = Registry("grounder", plugins=("medcbm.concepts.grounding",))
 
 
 def check_features(X: np.ndarray, *, name: str = "features", dim: int | None = None) -> np.ndarray:
@@ -68,3 +72,18 @@ class ConceptGrounder(ABC):
     def get_state(self) -> tuple[dict[str, np.ndarray], dict]:  # pragma: no cover - overridden
         """Tensors and JSON metadata that reconstruct the fitted grounder (for safetensors artifacts)."""
         raise NotImplementedError(f"{type(self).__name__} cannot be saved")
+
+
+def register_grounder(kind: str):
+    """Class decorator: register a grounder class under the ``kind`` its saved metadata carries."""
+
+    def deco(cls: type) -> type:
+        cls.kind = kind
+        return GROUNDERS.add(kind, cls)
+
+    return deco
+
+
+def grounder_from_state(tensors: dict[str, np.ndarray], meta: dict) -> ConceptGrounder:
+    """Rebuild a saved grounder from its tensors and metadata (``meta["kind"]`` picks the class)."""
+    return GROUNDERS.get(meta.get("kind", "<missing>")).from_state(tensors, meta)

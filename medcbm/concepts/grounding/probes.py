@@ -10,7 +10,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from medcbm.concepts.grounding._linear import balanced_weights, fit_batched_logistic
-from medcbm.concepts.grounding.base import ConceptGrounder, apply_platt, check_features, fit_platt
+from medcbm.concepts.grounding.base import ConceptGrounder, register_grounder, apply_platt, check_features, fit_platt
 from medcbm.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
     return float(auc_columns(y, s)[0])
 
 
+@register_grounder("concept_probes")
 class ConceptProbes(ConceptGrounder):
     """All concepts fitted at once; per-concept class balancing, C chosen by K-fold CV AUROC, Platt calibration.
 

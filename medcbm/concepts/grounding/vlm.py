@@ -35,7 +35,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from medcbm.concepts.grounding.base import ConceptGrounder, apply_platt, check_features, fit_platt
+from medcbm.concepts.grounding.base import ConceptGrounder, register_grounder, apply_platt, check_features, fit_platt
 from medcbm.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ def _unit(a: np.ndarray) -> np.ndarray:
     return a / np.clip(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12, None)
 
 
+@register_grounder("vlm_similarity")
 class VLMConceptGrounder(ConceptGrounder):
     """Concept probabilities from image-text cosine similarity.
 

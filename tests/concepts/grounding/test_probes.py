@@ -3,7 +3,7 @@ import pytest
 
 from medcbm.concepts.grounding.probes import ConceptProbes
 from medcbm.errors import DataError
-from medcbm.evaluation.bench_concepts import sklearn_loop_cv
+from medcbm.benchmarks.bench_concepts import sklearn_loop_cv
 
 SMALL = dict(C_grid=(1e-3, 1e-2, 0.1), n_folds=3)
 

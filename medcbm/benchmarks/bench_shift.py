@@ -9,26 +9,58 @@ from pathlib import Path
 
 import numpy as np
 
-from medcbm._io import atomic_write_json, atomic_write_text, json_safe
+import pandas as pd
+
+from medcbm._io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_safe
 from medcbm.backbones import get_backbone_spec
 from medcbm.backbones.features import extract_features
-from medcbm.data.importers import import_dataset, list_datasets
-from medcbm.data.manifest import Manifest, SkipLog, load_manifest, save_manifest
-from medcbm.evaluation.methods import MethodInput, get_method
-from medcbm.evaluation.metrics import mean_std, shift_summary, split_metrics, subgroup_metrics
-from medcbm.evaluation.protocols import Protocol, load_protocol
-from medcbm.evaluation.splits import build_splits
+from medcbm.data.manifest import SkipLog, save_manifest
+from medcbm.data.samples import LabelledSplit, UnlabelledSplit
+from medcbm.methods.registry import MethodContext, MethodInput, MethodOutput, get_method
+from medcbm.metrics import mean_std, shift_summary, split_metrics, subgroup_metrics
+from medcbm.protocols import Protocol, Splits, build_splits, load_protocol, load_protocol_manifest, nuisance_groups
 
 logger = logging.getLogger(__name__)
 
 HEADLINE = ("id_acc", "ood_acc", "gap", "avg")
+TEST_SPLITS = ("test_id", "test_ood")
 
 
-def load_protocol_manifest(protocol: Protocol, data_root=None, skips: SkipLog | None = None) -> Manifest:
-    """The protocol's dataset: a bundled importer name or a manifest file."""
-    if protocol.dataset in list_datasets():
-        return import_dataset(protocol.dataset, data_root, skips=skips)
-    return load_manifest(protocol.dataset)
+def method_input(proto: Protocol, sp: Splits, X: dict[str, np.ndarray], frames: dict[str, pd.DataFrame],
+                 context: MethodContext) -> MethodInput:
+    """One seed's method input: labelled train/val; test splits with label-free metadata and no labels.
+
+    The test labels stay with the harness (``sp.y``); nothing derived from them is handed to the method.
+    """
+    name = context.backbone.name
+
+    def labelled(s: str) -> LabelledSplit:
+        return LabelledSplit(X[s], sp.y[sp.index[s]], frames[s], name, nuisance_groups(proto, frames[s]))
+
+    test = {s: UnlabelledSplit.from_frame(X[s], frames[s], name, keep=(proto.split.nuisance,)) for s in TEST_SPLITS}
+    return MethodInput(labelled("train"), labelled("val"), test, proto.classes, sp.seed, context)
+
+
+def prediction_rows(out: MethodOutput, frames: dict[str, pd.DataFrame], classes: list[str], *, seed: int,
+                    method: str) -> pd.DataFrame:
+    """Per-sample predictions of one method and seed: id, seed, split, method, class and concept probabilities."""
+    parts = []
+    for split, P in out.proba.items():
+        df = pd.DataFrame({"id": frames[split]["id"].to_numpy(), "seed": seed, "split": split, "method": method})
+        df[[f"p_{c}" for c in classes]] = np.asarray(P, dtype=float)
+        if out.concepts is not None and split in out.concepts:
+            df[[f"c_{k}" for k in out.concept_names]] = np.asarray(out.concepts[split], dtype=float)
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True)
+
+
+def write_predictions(frames: list[pd.DataFrame], path: str | os.PathLike) -> Path:
+    """All methods' per-sample predictions as one Parquet file (concept columns NaN where a method has none)."""
+    import io
+
+    buf = io.BytesIO()
+    pd.concat(frames, ignore_index=True, sort=False).to_parquet(buf, index=False)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def run_shift_benchmark(
@@ -41,19 +73,20 @@ def run_shift_benchmark(
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
     n_boot: int = 1000,
-    context: dict | None = None,
+    predictions_path: str | os.PathLike | None = None,
 ) -> dict:
     """Evaluate ``methods`` on a protocol over seeds.
 
     Args:
         protocol: shipped name or YAML path (or a loaded protocol).
-        methods: registered method names (see :func:`medcbm.evaluation.methods.list_methods`).
+        methods: registered method names (see :func:`medcbm.methods.list_methods`).
         seeds: explicit seeds, a count (first N of the protocol's seeds), or ``None`` for all.
         data_root: where the datasets live.
         cache_dir: feature cache root.
-        out_dir: when given, writes ``manifest.csv``, ``splits.json``, ``metrics.json``, ``metrics.md``.
+        out_dir: when given, writes ``manifest.csv``, ``splits.json``, ``metrics.json``, ``metrics.md`` and
+            ``predictions.parquet`` (per sample: id, seed, split, method, class and concept probabilities).
         n_boot: bootstrap resamples for confidence intervals.
-        context: extra resources handed to methods.
+        predictions_path: also write the per-sample predictions Parquet here (e.g. next to a results JSON).
 
     Returns:
         The results dict (the same content as ``metrics.json``).
@@ -80,25 +113,26 @@ def run_shift_benchmark(
         raise RuntimeError(f"{len(lost)} images failed to load; see the skip log")
     pos = np.full(len(base), -1)
     pos[used] = np.arange(len(used))
-    ctx = {"protocol": proto, "backbone_spec": spec, "data_root": data_root, "cache_dir": cache_dir,
-           "progress": progress, **(context or {})}
-    abs_frame = base.frame.assign(image=[str(p) for p in base.image_paths()])  # methods may re-read images
+    ctx = MethodContext(backbone=spec, data_root=data_root, cache_dir=cache_dir, progress=progress)
+    abs_frame = base.absolute_frame()  # methods may re-read images
     per_seed: dict[str, list[dict]] = {m: [] for m in methods}
+    predictions: list[pd.DataFrame] = []
     for seed, sp in splits.items():
         X = {k: feats.X[pos[v]] for k, v in sp.index.items()}
         y = {k: sp.y[v] for k, v in sp.index.items()}
         frames = {k: abs_frame.iloc[v].reset_index(drop=True) for k, v in sp.index.items()}
-        data = MethodInput(X, y, frames, proto.classes, seed, ctx)
+        data = method_input(proto, sp, X, frames, ctx)
         for name, fn in fns.items():
             ts = time.perf_counter()
             out = fn(data)
             rec = {"seed": seed, **shift_summary(y["test_id"], out.proba["test_id"], y["test_ood"], out.proba["test_ood"])}
-            for split in ("test_id", "test_ood"):
+            for split in TEST_SPLITS:
                 rec[split] = split_metrics(y[split], out.proba[split], n_boot=n_boot, seed=seed)
                 rec[split]["subgroups"] = subgroup_metrics(y[split], out.proba[split], frames[split])
             rec["info"] = out.info
             rec["seconds"] = round(time.perf_counter() - ts, 3)
             per_seed[name].append(rec)
+            predictions.append(prediction_rows(out, frames, proto.classes, seed=seed, method=name))
             logger.info("seed %d %s: ID %.3f OOD %.3f", seed, name, rec["id_acc"], rec["ood_acc"])
     results = {
         "protocol": proto.name,
@@ -115,6 +149,8 @@ def run_shift_benchmark(
         "seconds": round(time.perf_counter() - t0, 2),
     }
     results = json_safe(results)
+    if predictions_path is not None:
+        write_predictions(predictions, predictions_path)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -123,6 +159,7 @@ def run_shift_benchmark(
                                                           for k, v in sp.index.items()} for s, sp in splits.items()})
         atomic_write_json(out / "metrics.json", results)
         atomic_write_text(out / "metrics.md", markdown_table(results))
+        write_predictions(predictions, out / "predictions.parquet")
         if len(skips):
             skips.write(out / "skipped.json")
     return results

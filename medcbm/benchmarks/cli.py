@@ -25,17 +25,17 @@ def register_bench(bench_app: typer.Typer) -> None:
     ) -> None:
         """ID/OOD accuracy, gap and avg for every method on a shift protocol (mean ± std over seeds)."""
         from medcbm._io import atomic_write_json
-        from medcbm.evaluation.methods import list_methods
-        from medcbm.evaluation.shift import markdown_table, run_shift_benchmark
+        from medcbm.benchmarks.bench_shift import markdown_table, run_shift_benchmark
+        from medcbm.methods import list_methods
+        from medcbm.protocols import load_protocol
 
-        from medcbm.evaluation.protocols import load_protocol
-
+        preds = json_path.with_name(f"{json_path.stem}_predictions.parquet")
         res = run_shift_benchmark(protocol, methods=methods or list_methods(load_protocol(protocol).dataset), seeds=seeds,
-                                  data_root=data_root,
-                                  cache_dir=cache_dir, out_dir=json_path.parent / f"{json_path.stem}_run")
+                                  data_root=data_root, cache_dir=cache_dir, predictions_path=preds,
+                                  out_dir=json_path.parent / f"{json_path.stem}_run")
         atomic_write_json(json_path, res)
         console.print(markdown_table(res))
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {json_path} and {preds}")
 
     @bench_app.command("concepts")
     def bench_concepts_cmd(
@@ -51,7 +51,7 @@ def register_bench(bench_app: typer.Typer) -> None:
         from medcbm.backbones.features import extract_features
         from medcbm.data.importers import import_dataset
         from medcbm.data.ph2_vocab import CONCEPT_PREFIX, PH2_CONCEPTS
-        from medcbm.evaluation.bench_concepts import bench_concepts
+        from medcbm.benchmarks.bench_concepts import bench_concepts
 
         ph2 = import_dataset("ph2", data_root)
         names = list(PH2_CONCEPTS)
@@ -75,7 +75,7 @@ def register_bench(bench_app: typer.Typer) -> None:
         """Throughput of feature extraction (forward-only, naive, end-to-end) on HAM10000 images."""
         from medcbm._io import atomic_write_json
         from medcbm.data.importers import import_dataset
-        from medcbm.evaluation.bench_features import bench_features
+        from medcbm.benchmarks.bench_features import bench_features
 
         res = bench_features(import_dataset("ham10000", data_root), backbone, n_images=n_images, batch_size=batch_size)
         atomic_write_json(json_path, res)

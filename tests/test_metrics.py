@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medcbm.evaluation.metrics import (auroc, bootstrap_ci, expected_calibration_error, mean_std, shift_summary,
+from medcbm.metrics import (auroc, bootstrap_ci, expected_calibration_error, mean_std, shift_summary,
                                        split_metrics, subgroup_metrics)
 
 
@@ -55,7 +55,7 @@ def test_balanced_accuracy_matches_sklearn_without_warnings():
 
     from sklearn.metrics import balanced_accuracy_score
 
-    from medcbm.evaluation.metrics import balanced_accuracy
+    from medcbm.metrics import balanced_accuracy
 
     rng = np.random.default_rng(2)
     y, p = rng.integers(0, 3, 60), rng.dirichlet(np.ones(3), 60)

@@ -5,27 +5,27 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from medcbm.evaluation.methods import MethodInput, MethodOutput, register_method
+from medcbm.bottleneck.weights import balance_weights
+from medcbm.methods.registry import MethodInput, MethodOutput, register_method
 
 logger = logging.getLogger(__name__)
 
 C_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 10.0)
+LESION_CC = "efficientnet_lite0_lesion_cc"  # the dermoscopy CBM's preprocessing
 
 
-class LinearProbe:
+class LinearProbe(BaseEstimator):
     """Standardise features, then multinomial logistic regression with C picked on a validation set.
 
     Attributes (after ``fit``): ``C_``, ``val_acc_``, ``scaler_``, ``model_``.
     """
 
     def __init__(self, C_grid=C_GRID, max_iter: int = 3000, class_weight: str | None = "balanced"):
-        self.C_grid, self.max_iter, self.class_weight = tuple(C_grid), max_iter, class_weight
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {"C_grid": self.C_grid, "max_iter": self.max_iter, "class_weight": self.class_weight}
+        self.C_grid, self.max_iter, self.class_weight = C_grid, max_iter, class_weight
 
     def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
             sample_weight: np.ndarray | None = None, val_weight: np.ndarray | None = None) -> "LinearProbe":
@@ -49,16 +49,18 @@ class LinearProbe:
         return self.predict_proba(X).argmax(1)
 
 
-def fit_probe_method(data: MethodInput, X: dict[str, np.ndarray] | None = None, **weights) -> MethodOutput:
-    """Fit a :class:`LinearProbe` on ``X`` (default: the protocol's features) and score every evaluated split.
+def fit_probe_method(data: MethodInput, X: dict[str, np.ndarray] | None = None, *, balance: bool = False) -> MethodOutput:
+    """Fit a :class:`LinearProbe` on ``X`` (default: the protocol's features) and predict every test split.
 
     Args:
-        weights: ``sample_weight``/``val_weight`` passed to :meth:`LinearProbe.fit`.
+        X: features per split name (``train``, ``val`` and each test split), e.g. from another backbone.
+        balance: weight samples so the nuisance groups are balanced within each class.
     """
-    X = data.X if X is None else X
-    probe = LinearProbe().fit(X["train"], data.y["train"], X["val"], data.y["val"], **weights)
-    proba = {s: probe.predict_proba(X[s]) for s in ("val", "test_id", "test_ood")}
-    return MethodOutput(proba, {"C": probe.C_, "val_acc": probe.val_acc_})
+    X = X or {"train": data.train.X, "val": data.val.X, **{s: t.X for s, t in data.test.items()}}
+    weights = balance_weights(data.train, data.val) if balance else {}
+    probe = LinearProbe().fit(X["train"], data.train.y, X["val"], data.val.y, **weights)
+    proba = {s: probe.predict_proba(X[s]) for s in ("val", *data.test)}
+    return MethodOutput(proba, model=probe, info={"C": probe.C_, "val_acc": probe.val_acc_})
 
 
 @register_method("linear_probe")
@@ -70,6 +72,18 @@ def linear_probe(data: MethodInput) -> MethodOutput:
 @register_method("linear_probe_balanced")
 def linear_probe_balanced(data: MethodInput) -> MethodOutput:
     """The baseline given the same nuisance-group balancing as the CBM (a fair comparison)."""
-    from medcbm.bottleneck.weights import balance_for
+    return fit_probe_method(data, balance=True)
 
-    return fit_probe_method(data, **balance_for(data))
+
+@register_method("linear_probe_lesion_cc", datasets=("ham10000", "ph2", "derm7pt"))
+def linear_probe_lesion_cc(data: MethodInput) -> MethodOutput:
+    """The baseline on the CBM's preprocessing (colour constancy + automatic lesion crop): does the
+    preprocessing alone remove the shortcut?"""
+    from medcbm.bottleneck.grounders import GroundingContext, split_features
+
+    c = data.context
+    ctx = GroundingContext(data_root=c.data_root, cache_dir=c.cache_dir, progress=c.progress, memo=c.memo)
+    splits = {"train": data.train, "val": data.val, **data.test}
+    out = fit_probe_method(data, {s: split_features(v, LESION_CC, ctx) for s, v in splits.items()})
+    out.info["backbone"] = LESION_CC
+    return out

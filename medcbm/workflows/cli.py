@@ -12,20 +12,48 @@ from rich.table import Table
 console = Console()
 
 
+def validated(model, raw: dict, what: str):
+    """``model.model_validate(raw)`` with a one-line :class:`ConfigError` naming the bad key."""
+    from pydantic import ValidationError
+
+    from medcbm._config import format_validation_error
+    from medcbm.errors import ConfigError
+
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, what)) from None
+
+
 def register(app: typer.Typer) -> None:
     """Attach the model commands to the root app."""
 
     @app.command("train")
     def train_cmd(
-        config: Path = typer.Option(..., "--config", "-c", help="run config YAML (see configs/cbm-*.yaml)"),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="run config YAML (see configs/cbm-*.yaml, "
+                                              "configs/examples/); or give the data with the options below"),
+        manifest: Optional[Path] = typer.Option(None, "--manifest", help="your labelled manifest (with --split)"),
+        split: Optional[str] = typer.Option(None, "--split", help="column (its `split` column) or auto (patient-disjoint)"),
+        train_manifest: Optional[Path] = typer.Option(None, "--train-manifest", help="separate training manifest"),
+        val_manifest: Optional[Path] = typer.Option(None, "--val-manifest", help="separate validation manifest"),
+        protocol: Optional[str] = typer.Option(None, "--protocol", help="a shipped protocol (its split for --seed)"),
+        model_name: str = typer.Option("cbm", "--model", help="recipe: a method of configs/methods (cbm, cxr_cbm_reports)"),
+        name: Optional[str] = typer.Option(None, "--name", help="model name (output folder runs/models/NAME)"),
+        seed: int = typer.Option(0, "--seed"),
         data_root: Optional[Path] = typer.Option(None, "--data-root"),
         cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
     ) -> None:
-        """Train a concept bottleneck model and save it (safetensors + JSON)."""
-        from medcbm.bottleneck.config import load_train_config
-        from medcbm.bottleneck.train import train_cbm
+        """Train a concept bottleneck model on a protocol or your own data and save it (safetensors + JSON)."""
+        from medcbm.workflows.config import TrainConfig, load_train_config
+        from medcbm.workflows.train import train_cbm
 
-        cfg = load_train_config(config)
+        if config is not None:
+            cfg = load_train_config(config)
+        else:
+            data = {"manifest": manifest and str(manifest), "split": split, "protocol": protocol, "seed": seed,
+                    "train_manifest": train_manifest and str(train_manifest), "val_manifest": val_manifest and str(val_manifest)}
+            cfg = validated(TrainConfig, {"name": name or "model", "model": model_name,
+                                          "data": {k: v for k, v in data.items() if v is not None}}, "train options")
         model, prov = train_cbm(cfg, data_root=data_root, cache_dir=cache_dir)
         t = Table(title=f"{cfg.name}: {len(model.concept_names_)} concepts")
         for col in ("split", "acc", "AUROC", "ECE"):
@@ -44,7 +72,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Accuracy, AUROC, ECE with bootstrap CIs, per site/sex/age, on a labelled manifest."""
         from medcbm._io import atomic_write_json
-        from medcbm.bottleneck.train import evaluate_cbm
+        from medcbm.workflows.train import evaluate_cbm
         from medcbm.data.manifest import load_manifest
 
         res = evaluate_cbm(model, load_manifest(manifest).check_files(), cache_dir=cache_dir)
@@ -64,7 +92,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Class and concept probabilities per image, with the concepts that drove each prediction."""
         from medcbm._io import atomic_write_bytes
-        from medcbm.bottleneck.train import predict_cbm
+        from medcbm.workflows.train import predict_cbm
         from medcbm.data.manifest import load_manifest
 
         df = predict_cbm(model, load_manifest(manifest).check_files(), cache_dir=cache_dir)

@@ -11,7 +11,7 @@ import pandas as pd
 from medcbm._io import sha256_text
 from medcbm.data.manifest import Manifest
 from medcbm.errors import ConfigError
-from medcbm.evaluation.protocols import ConfoundedSplit, Protocol, SiteHoldoutSplit
+from medcbm.protocols.definitions import ConfoundedSplit, Protocol, SiteHoldoutSplit
 
 logger = logging.getLogger(__name__)
 
@@ -147,3 +147,11 @@ def build_splits(manifest: Manifest, protocol: Protocol, seed: int) -> Splits:
     if isinstance(protocol.split, ConfoundedSplit):
         return confounded_splits(sub, y, protocol, seed)
     return site_holdout_splits(sub, y, protocol, seed)
+
+
+def nuisance_groups(protocol: Protocol, frame: pd.DataFrame) -> np.ndarray:
+    """The nuisance group of every row under a protocol (confounded splits name two groups of values)."""
+    split = protocol.split
+    if isinstance(split, ConfoundedSplit):
+        return split.group_of(frame[split.nuisance], other="other").to_numpy()
+    return frame[split.nuisance].astype(str).str.strip().to_numpy()

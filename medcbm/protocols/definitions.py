@@ -113,3 +113,13 @@ def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
         if not p.is_file():
             raise RegistryError(f"unknown protocol '{name_or_path}'. Available: {', '.join(list_protocols())}")
     return load_yaml_model(p, Protocol, what="protocol")
+
+
+def load_protocol_manifest(protocol: Protocol, data_root=None, skips=None):
+    """The protocol's dataset as a manifest: a bundled importer name or a manifest file."""
+    from medcbm.data.importers import import_dataset, list_datasets
+    from medcbm.data.manifest import load_manifest
+
+    if protocol.dataset in list_datasets():
+        return import_dataset(protocol.dataset, data_root, skips=skips)
+    return load_manifest(protocol.dataset)

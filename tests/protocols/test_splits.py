@@ -5,8 +5,8 @@ import yaml
 from medcbm.data.importers import import_dataset
 from medcbm.data.manifest import SkipLog
 from medcbm.errors import ConfigError, RegistryError
-from medcbm.evaluation.protocols import load_protocol
-from medcbm.evaluation.splits import build_splits
+from medcbm.protocols import load_protocol
+from medcbm.protocols import build_splits
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,113 @@
+"""The one CBM builder: a :class:`CBMConfig` plus labelled train/val splits -> a fitted :class:`KnowledgeCBM`.
+
+``medcbm train``, every concept-bottleneck benchmark method and the quickstart call :func:`fit_cbm`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from medcbm._io import sha256_file
+from medcbm.bottleneck.config import AnnotationSource, CBMConfig
+from medcbm.bottleneck.estimator import KnowledgeCBM
+from medcbm.bottleneck.grounders import (GroundingContext, bank_prefixes, build_grounder, load_recipe_bank,
+                                         split_features)
+from medcbm.bottleneck.priors import bank_prior, merge_prior_files, shipped_prior_file
+from medcbm.bottleneck.weights import balance_weights
+from medcbm.data.samples import LabelledSplit
+from medcbm.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def expert_prior_files(cfg: CBMConfig) -> list[Path]:
+    """The reviewed prior file of every annotation source (its ``prior`` key, else the shipped one)."""
+    files = []
+    for s in cfg.grounding.sources:
+        if not isinstance(s, AnnotationSource):
+            continue
+        f = Path(s.prior) if s.prior else shipped_prior_file(Path(s.dataset).stem)
+        if f is None:
+            raise ConfigError(f"prior: 'expert' needs a reviewed prior for grounding source '{s.dataset}', and none "
+                              "is shipped; give its `prior` file, or use prior: bank / a file / null")
+        files.append(f)
+    if not files:
+        raise ConfigError("prior: 'expert' needs an annotation grounding source with a reviewed prior; for report or "
+                          "VLM sources use prior: bank, a prior file, or null")
+    return files
+
+
+def resolve_prior(cfg: CBMConfig, classes: Sequence[str]) -> tuple[dict | None, dict]:
+    """The class–concept prior the recipe asks for, and its provenance."""
+    if cfg.prior is None:
+        return None, {"prior_source": None}
+    if cfg.prior == "bank":
+        bank = load_recipe_bank(cfg)
+        if bank is None:
+            raise ConfigError("prior: 'bank' needs a `bank` to mine the prior from")
+        prior, prov = bank_prior(bank, list(classes), prefixes=bank_prefixes(cfg), class_map=cfg.prior_class_map,
+                                 rule=cfg.prior_rule)
+        return prior, {"prior_source": "bank", **prov}
+    files = expert_prior_files(cfg) if cfg.prior == "expert" else [Path(p) for p in
+                                                                     ([cfg.prior] if isinstance(cfg.prior, str) else cfg.prior)]
+    prior, refs = merge_prior_files(files)
+    unknown = sorted(set(prior) - set(classes))
+    if unknown:
+        raise ConfigError(f"prior {[str(f) for f in files]} names classes {unknown}; the model's classes are "
+                          f"{list(classes)} (map your labels onto the prior's classes with a label map)")
+    return prior, {"prior_source": [str(f) for f in files], "prior_sha256": [sha256_file(f) for f in files],
+                   "prior_references": refs}
+
+
+def concept_links(cfg: CBMConfig, concepts: Sequence[str]) -> dict[str, list[dict]]:
+    """Per model concept, the bank entries grounded to it (id, question, evidence passages) — for audits."""
+    bank = load_recipe_bank(cfg)
+    links: dict[str, list[dict]] = {c: [] for c in concepts}
+    if bank is None:
+        return links
+    prefixes = bank_prefixes(cfg)
+    for bc in bank.concepts:
+        src = bc.grounding.source or ""
+        prefix = next((p for p in prefixes if src.startswith(p)), None)
+        target = src[len(prefix):] if prefix else None
+        if bc.grounding.status == "annotation" and target in links:
+            evidence = [{"class": a.class_key, "prior": a.prior, "doc_id": e.doc_id, "chunk_id": e.chunk_id,
+                         "sentence": e.sentence} for a in bc.classes for e in a.evidence][:3]
+            links[target].append({"bank": bank.name, "concept_id": bc.id, "name": bc.name, "question": bc.question,
+                                  "evidence": evidence})
+    return links
+
+
+def fit_cbm(cfg: CBMConfig, train: LabelledSplit, val: LabelledSplit, *, classes: Sequence[str],
+            ctx: GroundingContext | None = None, seed: int = 0) -> KnowledgeCBM:
+    """Build and fit the recipe's CBM on labelled train/val splits.
+
+    Args:
+        cfg: the recipe.
+        train, val: labelled splits (features of any backbone; the grounding backbone's are extracted as needed).
+        classes: class names in label-index order.
+        ctx: where grounding datasets/features live, and a memo of fitted probes.
+        seed: the data seed (report probes' folds and PCA).
+
+    Returns:
+        The fitted model; ``backbone_`` names its feature extractor and ``recipe_`` records what was built.
+    """
+    ctx = ctx or GroundingContext()
+    backbone = cfg.grounding.backbone
+    X_train, X_val = split_features(train, backbone, ctx), split_features(val, backbone, ctx)
+    grounder = build_grounder(cfg, train, X_train, ctx, seed)
+    prior, prior_prov = resolve_prior(cfg, classes)
+    if cfg.grounding.concepts is not None:
+        missing = [c for c in cfg.grounding.concepts if c not in grounder.concept_names_]
+        if missing:
+            logger.info("concepts %s are not in the concept layer (weak or absent); the bottleneck uses the rest", missing)
+    concepts = None if cfg.grounding.concepts is None else [c for c in cfg.grounding.concepts if c in grounder.concept_names_]
+    weights = balance_weights(train, val) if cfg.balance else {}
+    model = KnowledgeCBM(grounder, classes=list(classes), prior=prior, config=cfg.bottleneck, concepts=concepts)
+    model.fit(X_train, train.y, X_val, val.y, **weights)
+    model.backbone_ = backbone
+    model.recipe_ = {"config": cfg.model_dump(mode="json"), **prior_prov,
+                     "concept_links": concept_links(cfg, model.concept_names_)}
+    return model

@@ -1,0 +1,115 @@
+"""Library entry points behind ``medcbm train``, ``evaluate`` and ``predict``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medcbm._io import atomic_write_json
+from medcbm.backbones import get_backbone_spec
+from medcbm.backbones.features import extract_features
+from medcbm.bottleneck.artifacts import backbone_from_meta, load_cbm, save_cbm
+from medcbm.bottleneck.estimator import KnowledgeCBM
+from medcbm.bottleneck.grounders import GroundingContext
+from medcbm.bottleneck.recipe import fit_cbm
+from medcbm.data.manifest import Manifest
+from medcbm.data.samples import LabelledSplit
+from medcbm.errors import DataError
+from medcbm.metrics import split_metrics, subgroup_metrics
+from medcbm.workflows.config import TrainConfig
+from medcbm.workflows.data import training_data
+
+logger = logging.getLogger(__name__)
+
+
+def train_cbm(cfg: TrainConfig, *, data_root=None, cache_dir: str | os.PathLike | None = "runs/cache/features",
+              progress: bool = True) -> tuple[KnowledgeCBM, dict]:
+    """Train the config's CBM recipe on its data, score every split, and save the artifact.
+
+    Returns:
+        ``(model, provenance)``; provenance (also in ``model.json``) records the data, split and grounding.
+    """
+    recipe = cfg.recipe()
+    data = training_data(cfg.data, data_root=data_root)
+    spec = get_backbone_spec(recipe.grounding.backbone)
+    frames = {s: m.absolute_frame() for s, m in data.manifests.items()}
+    # one extraction for every split: the model set-up (trace, freeze) is paid once
+    allx = extract_features(Manifest(pd.concat(frames.values(), ignore_index=True), source="training data"), spec,
+                            cache_dir=cache_dir, progress=progress).X
+    ends = np.cumsum([len(f) for f in frames.values()])
+    X = dict(zip(frames, np.split(allx, ends[:-1])))
+    train, val = (LabelledSplit(X[s], data.y[s], frames[s], spec.name, data.groups[s]) for s in ("train", "val"))
+    ctx = GroundingContext(data_root=data_root, cache_dir=cache_dir, progress=progress)
+    model = fit_cbm(recipe, train, val, classes=data.classes, ctx=ctx, seed=cfg.data.seed)
+    metrics = {s: split_metrics(data.y[s], model.predict_proba(X[s]), n_boot=200) for s in X if s != "train"}
+    provenance = {
+        "name": cfg.name,
+        "data": data.provenance,
+        "label_map": data.label_map,
+        "grounding": _grounding_provenance(model),
+        "metrics": metrics,
+    }
+    out = cfg.resolved_out_dir()
+    save_cbm(model, out, backbone=spec, provenance=provenance)
+    atomic_write_json(out / "metrics.json", metrics)
+    return model, provenance
+
+
+def _grounding_provenance(model: KnowledgeCBM) -> dict:
+    """What the concept layer was fitted on: per source, its concepts and the probes' CV AUROC."""
+    g = model.grounder
+    inner = getattr(g, "inner", g)
+    return {"kind": getattr(g, "kind", type(g).__name__), "sources": getattr(inner, "sources_", None),
+            "cv_auc": getattr(inner, "cv_auc_", None), "flagged": getattr(inner, "flagged_", None)}
+
+
+def _mapped_labels(manifest: Manifest, meta: dict) -> tuple[Manifest, np.ndarray | None]:
+    """Map raw labels to model classes with the stored label map; rows with unmapped labels are an error."""
+    classes = meta["classes"]
+    label_map = meta["provenance"].get("label_map") or {c: [c] for c in classes}
+    raw_to = {r: i for i, c in enumerate(classes) for r in label_map.get(c, [c])}
+    labels = manifest.frame["label"]
+    bad = ~labels.isin(raw_to)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"label '{labels.iloc[i]}' is not one the model knows (classes {classes}, label map {label_map})",
+                        path=manifest.source, row=i + 1, field="label")
+    return manifest, labels.map(raw_to).to_numpy(int)
+
+
+def evaluate_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=None, progress: bool = True) -> dict:
+    """Accuracy/AUROC/ECE with CIs and per-subgroup results of a saved model on a labelled manifest."""
+    model, meta = load_cbm(model_dir)
+    spec = backbone_from_meta(meta)
+    manifest, y = _mapped_labels(manifest, meta)
+    X = extract_features(manifest, spec, cache_dir=cache_dir, progress=progress).X
+    proba = model.predict_proba(X)
+    res = split_metrics(y, proba)
+    res["subgroups"] = subgroup_metrics(y, proba, manifest.frame)
+    res["model"] = str(model_dir)
+    return res
+
+
+def predict_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=None, top_k: int = 3,
+                progress: bool = True) -> pd.DataFrame:
+    """Per-image class probabilities, concept probabilities and the top concept contributions."""
+    model, meta = load_cbm(model_dir)
+    X = extract_features(manifest, backbone_from_meta(meta), cache_dir=cache_dir, progress=progress).X
+    proba = model.predict_proba(X)
+    P = model.predict_concepts(X)
+    contrib = model.contributions(X)
+    pred = proba.argmax(1)
+    rows = []
+    for i in range(len(X)):
+        c = contrib[i, pred[i]]
+        order = np.argsort(-np.abs(c))[:top_k]
+        rec = {"id": manifest.frame["id"].iloc[i], "prediction": model.classes[pred[i]]}
+        rec.update({f"p_{k}": float(proba[i, j]) for j, k in enumerate(model.classes)})
+        rec.update({f"concept_{k}": float(P[i, j]) for j, k in enumerate(model.concept_names_)})
+        rec["top_concepts"] = "; ".join(f"{model.concept_names_[j]} {c[j]:+.2f}" for j in order)
+        rows.append(rec)
+    return pd.DataFrame(rows)

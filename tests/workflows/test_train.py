@@ -1,0 +1,128 @@
+"""``medcbm train`` on a user's own data: split column, automatic split, separate manifests; bad input."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medcbm.bottleneck.config import AnnotationSource, CBMConfig, ReportSource
+from medcbm.bottleneck.grounders import GroundingContext, load_annotation_dataset, report_probes
+from medcbm.data.samples import LabelledSplit
+from medcbm.errors import ConfigError, DataError
+from medcbm.workflows.config import TrainConfig, load_train_config
+from medcbm.workflows.data import training_data
+from medcbm.workflows.train import train_cbm
+
+FAST = {"grounding": {"backbone": "efficientnet_lite0"}}  # global features: cached by other tests, quick to fit
+
+
+@pytest.fixture(scope="module")
+def own_manifest(ham_manifest, tmp_path_factory):
+    """A hospital's own manifest: 160 HAM10000 images, absolute paths, benign/malignant labels, a split column."""
+    f = ham_manifest.frame
+    rng = np.random.default_rng(0)
+    mal = rng.choice(np.flatnonzero(f["malignant"].to_numpy() == 1), 80, replace=False)
+    ben = rng.choice(np.flatnonzero(f["malignant"].to_numpy() == 0), 80, replace=False)
+    rows = np.r_[mal, ben]
+    df = f.iloc[rows][["id", "patient_id", "site", "sex", "age"]].copy()
+    df["image"] = [str(ham_manifest.image_path(int(i))) for i in rows]
+    df["label"] = np.where(f["malignant"].to_numpy()[rows] == 1, "malignant", "benign")
+    df["split"] = np.tile(["train"] * 6 + ["val"] * 2 + ["test"] * 2, 16)
+    d = tmp_path_factory.mktemp("own")
+    df.to_csv(d / "manifest.csv", index=False)
+    return d / "manifest.csv", df
+
+
+def test_train_on_a_manifest_with_a_split_column(own_manifest, data_root, feature_cache, tmp_path):
+    path, df = own_manifest
+    cfg = TrainConfig(name="own", out_dir=str(tmp_path / "model"),
+                      data={"manifest": str(path), "split": "column"}, model="cbm", overrides=FAST)
+    model, prov = train_cbm(cfg, data_root=data_root, cache_dir=feature_cache, progress=False)
+    assert model.classes == ["benign", "malignant"]
+    assert set(prov["metrics"]) == {"val", "test"} and prov["metrics"]["test"]["n"] == 32
+    assert prov["metrics"]["test"]["auroc"] > 0.6
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["provenance"]["data"]["source"]["kind"] == "manifest, split: column"
+    assert meta["provenance"]["data"]["counts"]["train"] == [48, 48]
+    text = (tmp_path / "model" / "model.json").read_text()
+    assert str(path) not in text and df["patient_id"].iloc[0] not in text  # hashes, not paths or patient ids
+    assert meta["recipe"]["config"]["grounding"]["backbone"] == "efficientnet_lite0"
+    assert meta["provenance"]["grounding"]["sources"] == {"ph2": model.grounder.all_concepts_}
+
+
+def test_automatic_split_and_separate_manifests(own_manifest, tmp_path):
+    path, df = own_manifest
+    auto = training_data(TrainConfig(name="a", data={"manifest": str(path), "split": "auto", "seed": 3}).data)
+    pats = {s: set(m.frame["patient_id"]) for s, m in auto.manifests.items()}
+    assert not (pats["train"] & pats["val"]) and not (pats["train"] & pats["test"])
+    assert sum(len(m) for m in auto.manifests.values()) == len(df)
+    again = training_data(TrainConfig(name="a", data={"manifest": str(path), "split": "auto", "seed": 3}).data)
+    assert again.provenance["split_hash"] == auto.provenance["split_hash"]
+    df[df.split == "train"].to_csv(tmp_path / "tr.csv", index=False)
+    df[df.split == "val"].to_csv(tmp_path / "va.csv", index=False)
+    sep = training_data(TrainConfig(name="s", data={"train_manifest": str(tmp_path / "tr.csv"),
+                                                     "val_manifest": str(tmp_path / "va.csv")}).data)
+    assert len(sep.manifests["train"]) == 96 and set(sep.manifests) == {"train", "val"}
+    # relative paths in a config file resolve against the config's folder
+    (tmp_path / "run.yaml").write_text("name: r\ndata: {train_manifest: tr.csv, val_manifest: va.csv}\n")
+    assert load_train_config(tmp_path / "run.yaml").data.train_manifest == str(tmp_path / "tr.csv")
+
+
+def test_bad_data_gets_one_clear_line(own_manifest, tmp_path):
+    path, df = own_manifest
+    with pytest.raises(Exception, match="split: column"):
+        TrainConfig(name="x", data={"manifest": str(path)})
+    df.drop(columns="split").to_csv(tmp_path / "nosplit.csv", index=False)
+    with pytest.raises(DataError, match=r"no 'split' column.*split: auto"):
+        training_data(TrainConfig(name="x", data={"manifest": str(tmp_path / "nosplit.csv"), "split": "column"}).data)
+    df.assign(split=["training"] + list(df.split[1:])).to_csv(tmp_path / "badsplit.csv", index=False)
+    with pytest.raises(DataError, match=r"'training' is not one of.*row 1.*split"):
+        training_data(TrainConfig(name="x", data={"manifest": str(tmp_path / "badsplit.csv"), "split": "column"}).data)
+    df[df.split == "train"].to_csv(tmp_path / "tr.csv", index=False)
+    pd.concat([df[df.split == "val"], df[df.split == "train"].head(1)]).to_csv(tmp_path / "va.csv", index=False)
+    with pytest.raises(DataError, match="in both the train and the val split"):
+        training_data(TrainConfig(name="x", data={"train_manifest": str(tmp_path / "tr.csv"),
+                                                   "val_manifest": str(tmp_path / "va.csv")}).data)
+
+
+def test_bad_grounding_data(own_manifest, tmp_path, data_root):
+    path, df = own_manifest
+    ctx = GroundingContext(data_root=data_root)
+    ann = df.assign(concept_veil=1, concept_dots=[0, 1] * 80, concept_streaks=["0", "2"] * 80)
+    ann.to_csv(tmp_path / "ann.csv", index=False)
+    with pytest.raises(DataError, match=r"all one value.*concept_veil"):
+        load_annotation_dataset(AnnotationSource(dataset=str(tmp_path / "ann.csv")), ctx)
+    with pytest.raises(DataError, match=r"0/1.*'2'.*row 2.*concept_streaks"):
+        load_annotation_dataset(AnnotationSource(dataset=str(tmp_path / "ann.csv"), concepts=["streaks"]), ctx)
+    with pytest.raises(ConfigError, match=r"concepts \['vessels'\] have no 'concept_<name>' column"):
+        load_annotation_dataset(AnnotationSource(dataset=str(tmp_path / "ann.csv"), concepts=["vessels"]), ctx)
+    m, names = load_annotation_dataset(AnnotationSource(dataset=str(tmp_path / "ann.csv"), concepts=["dots"]), ctx)
+    assert names == ["dots"] and len(m) == 160
+    frame = df.assign(notes="")
+    split = LabelledSplit(np.zeros((160, 4), np.float32), np.r_[np.zeros(80, int), np.ones(80, int)], frame, "x")
+    with pytest.raises(DataError, match="column 'notes' is empty for every training image"):
+        report_probes(ReportSource(column="notes"), split, split.X, CBMConfig(), 0)
+    with pytest.raises(DataError, match="no 'clinical_notes' column"):
+        report_probes(ReportSource(), split, split.X, CBMConfig(), 0)
+
+
+def test_bad_priors(tmp_path):
+    from medcbm.bottleneck.priors import shipped_prior_file
+    from medcbm.bottleneck.recipe import resolve_prior
+
+    p = tmp_path / "prior.yaml"
+    p.write_text("classes: [benign, cancer]\ncancer:\n  asymmetry: {prior: 1, reference: ABCD rule}\n")
+    with pytest.raises(ConfigError, match=r"names classes \['cancer'\]"):
+        resolve_prior(CBMConfig(prior=str(p)), ["benign", "malignant"])
+    q = tmp_path / "other.yaml"
+    q.write_text("classes: [benign, malignant]\nmalignant:\n  asymmetry: {prior: -1, reference: made up}\n")
+    with pytest.raises(ConfigError, match="prior files disagree on (benign|malignant).asymmetry"):
+        resolve_prior(CBMConfig(prior=[str(shipped_prior_file("ph2")), str(q)]), ["benign", "malignant"])
+    reports = CBMConfig(grounding={"sources": [{"kind": "reports"}]}, prior="expert")
+    with pytest.raises(ConfigError, match="for report or VLM sources use prior: bank"):
+        resolve_prior(reports, ["covid", "other"])
+    derm = CBMConfig(grounding={"sources": [{"kind": "annotations", "dataset": "ph2"}]}, prior="bank",
+                     bank="chest_xray/covid", prior_class_map={"benign": ["no_finding"], "malignant": ["covid"]})
+    with pytest.raises(ConfigError, match=r"no concept of bank .* is grounded to \['ph2:'\]"):
+        resolve_prior(derm, ["benign", "malignant"])
