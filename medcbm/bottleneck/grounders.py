@@ -56,7 +56,8 @@ def split_features(split, backbone: str, ctx: GroundingContext) -> np.ndarray:
     """A split's features under ``backbone``: its own ``X`` if it matches, else re-extracted from its images."""
     if split.backbone == backbone:
         return split.X
-    return features_for(Manifest(split.frame, source=f"split ({len(split.frame)} images)"), backbone, ctx)
+    frame = split.frame if "label" in split.frame.columns else split.frame.assign(label="unlabelled")  # manifest format
+    return features_for(Manifest(frame, source=f"split ({len(frame)} images)"), backbone, ctx)
 
 
 def load_annotation_dataset(source: AnnotationSource, ctx: GroundingContext) -> tuple[Manifest, list[str]]:

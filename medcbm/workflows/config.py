@@ -106,4 +106,14 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
     if d.protocol and Path(d.protocol).suffix:
         upd["protocol"] = rel(d.protocol)
     upd["test_manifests"] = {k: rel(v) for k, v in d.test_manifests.items()}
-    return cfg.model_copy(update={"data": d.model_copy(update=upd)})
+    cfg = cfg.model_copy(update={"data": d.model_copy(update=upd)})
+    if isinstance(cfg.model, CBMConfig):  # files named inside an inline recipe resolve the same way
+        m = cfg.model
+        sources = [s.model_copy(update={k: rel(getattr(s, k)) for k in ("dataset", "prior", "vocabulary")
+                                        if getattr(s, k, None)}) for s in m.grounding.sources]
+        prior = [rel(p) for p in m.prior] if isinstance(m.prior, list) else rel(m.prior)
+        bank = rel(m.bank) if m.bank and m.bank.endswith(".json") else m.bank
+        model = m.model_copy(update={"grounding": m.grounding.model_copy(update={"sources": sources}),
+                                     "prior": prior, "bank": bank})
+        cfg = cfg.model_copy(update={"model": model})
+    return cfg

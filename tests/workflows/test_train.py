@@ -126,3 +126,25 @@ def test_bad_priors(tmp_path):
                      bank="chest_xray/covid", prior_class_map={"benign": ["no_finding"], "malignant": ["covid"]})
     with pytest.raises(ConfigError, match=r"no concept of bank .* is grounded to \['ph2:'\]"):
         resolve_prior(derm, ["benign", "malignant"])
+
+
+@pytest.mark.parametrize("name", ["dermoscopy-own-folder", "chest-xray-reports", "dicom-folder"])
+def test_example_configs_validate(name, tmp_path):
+    """The README's example configs are valid, and files they name resolve against the config's folder."""
+    import shutil
+
+    from medcbm._resources import resource_path
+
+    src = resource_path("configs", "examples", f"{name}.yaml")
+    shutil.copy(src, tmp_path / src.name)
+    for sub in ("our-derm", "our-cxr", "our-dicom"):
+        (tmp_path / sub).mkdir()
+        for f in ("manifest.csv", "annotations.csv", "prior.yaml"):
+            (tmp_path / sub / f).write_text("")
+    cfg = load_train_config(tmp_path / src.name)
+    assert cfg.data.manifest.startswith(str(tmp_path))
+    recipe = cfg.recipe()
+    assert recipe.grounding.sources
+    if name == "dicom-folder":
+        assert recipe.prior == str(tmp_path / "our-dicom" / "prior.yaml")
+        assert recipe.grounding.sources[0].dataset == str(tmp_path / "our-dicom" / "annotations.csv")
