@@ -76,6 +76,16 @@ def vote(values: Sequence[int]) -> int:
     return 1 if pos and not neg else -1 if neg and not pos else 0
 
 
+def grounded_targets(concept, prefixes: Sequence[str]) -> list[str]:
+    """The annotated concepts a bank concept is grounded to under these source prefixes (prefix stripped)."""
+    out = []
+    for src in concept.grounding.sources:  # primary source first, then extra annotation vocabularies
+        prefix = next((p for p in prefixes if src.startswith(p)), None)
+        if prefix is not None and src[len(prefix):] not in out:
+            out.append(src[len(prefix):])
+    return out
+
+
 def bank_prior(bank, classes: Sequence[str], *, prefixes: Sequence[str] = ("ph2:",),
                class_map: Mapping[str, Sequence[str]] | None = None,
                rule: Literal["contrastive", "vote"] = "contrastive") -> tuple[dict[str, dict[str, int]], dict]:
@@ -112,15 +122,11 @@ def bank_prior(bank, classes: Sequence[str], *, prefixes: Sequence[str] = ("ph2:
     acc: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     used: dict[str, list[str]] = defaultdict(list)
     for concept in bank.concepts:
-        src = concept.grounding.source or ""
-        prefix = next((p for p in prefixes if src.startswith(p)), None)
-        if concept.grounding.status != "annotation" or prefix is None:
-            continue
-        target = src[len(prefix):]
-        used[target].append(concept.id)
         signs = {a.class_key: a.prior for a in concept.classes}
-        for c in classes:
-            acc[target][c].append(vote([signs.get(k, 0) for k in members[c]]))
+        for target in grounded_targets(concept, prefixes):
+            used[target].append(concept.id)
+            for c in classes:
+                acc[target][c].append(vote([signs.get(k, 0) for k in members[c]]))
     if not used:
         raise ConfigError(f"no concept of bank '{bank.name}' is grounded to {list(prefixes)}; align the bank "
                           "(medcbm concepts align) or use another prior")

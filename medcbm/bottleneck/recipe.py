@@ -14,7 +14,7 @@ from medcbm.bottleneck.config import AnnotationSource, CBMConfig
 from medcbm.bottleneck.estimator import KnowledgeCBM
 from medcbm.bottleneck.grounders import (GroundingContext, bank_prefixes, build_grounder, load_recipe_bank,
                                          split_features)
-from medcbm.bottleneck.priors import bank_prior, merge_prior_files, shipped_prior_file
+from medcbm.bottleneck.priors import bank_prior, grounded_targets, merge_prior_files, shipped_prior_file
 from medcbm.bottleneck.weights import balance_weights
 from medcbm.data.samples import LabelledSplit
 from medcbm.errors import ConfigError
@@ -69,14 +69,16 @@ def concept_links(cfg: CBMConfig, concepts: Sequence[str]) -> dict[str, list[dic
         return links
     prefixes = bank_prefixes(cfg)
     for bc in bank.concepts:
-        src = bc.grounding.source or ""
-        prefix = next((p for p in prefixes if src.startswith(p)), None)
-        target = src[len(prefix):] if prefix else None
-        if bc.grounding.status == "annotation" and target in links:
-            evidence = [{"class": a.class_key, "prior": a.prior, "doc_id": e.doc_id, "chunk_id": e.chunk_id,
-                         "sentence": e.sentence} for a in bc.classes for e in a.evidence][:3]
-            links[target].append({"bank": bank.name, "concept_id": bc.id, "name": bc.name, "question": bc.question,
-                                  "evidence": evidence})
+        evidence = [{"class": a.class_key, "prior": a.prior, "doc_id": e.doc_id, "chunk_id": e.chunk_id,
+                     "sentence": e.sentence} for a in bc.classes for e in a.evidence][:3]
+        for target in grounded_targets(bc, prefixes):
+            if target in links:
+                links[target].append({"bank": bank.name, "concept_id": bc.id, "name": bc.name,
+                                      "question": bc.question, "evidence": evidence})
+    unlinked = [c for c, v in links.items() if not v]
+    if unlinked:
+        logger.warning("concepts %s have no entry in bank '%s': their explanations cannot cite a passage "
+                       "(align the bank: medcbm concepts align)", unlinked, bank.name)
     return links
 
 

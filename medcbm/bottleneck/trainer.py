@@ -99,7 +99,7 @@ def _fit(P, y, P_val, y_val, *, n_classes, prior, cfg, sw=None, vw=None) -> Fitt
     scale = (P.std(0) + 1e-3) if cfg.standardize else np.ones(P.shape[1])
     Z = torch.as_tensor((P - mean) / scale, dtype=torch.float32)
     Zv = torch.as_tensor((P_val - mean) / scale, dtype=torch.float32)
-    yt, yv = torch.as_tensor(y), torch.as_tensor(y_val)
+    yt, yv = torch.tensor(np.asarray(y)), torch.tensor(np.asarray(y_val))  # copies: inputs may be read-only
     cw = torch.as_tensor(_class_weights(y, n_classes), dtype=torch.float32) if cfg.class_balanced else None
     swt = torch.as_tensor(sw, dtype=torch.float32) if sw is not None else None
     vwt = torch.as_tensor(vw, dtype=torch.float32) if vw is not None else None

@@ -2,12 +2,19 @@
 
 Targets: the PH2 dermoscopic criteria (``PH2_CONCEPTS`` + ``knowledge/mappings/ph2_criteria.yaml``) and
 the chest X-ray findings readable from the X-ray set's clinical notes
-(``knowledge/mappings/cxr_notes_findings.yaml``). A concept is grounded to a target when
+(``knowledge/mappings/cxr_notes_findings.yaml``); for dermoscopy also, as extra targets, the Derm7pt
+7-point-checklist concepts (``DERM7PT_CONCEPTS`` + ``knowledge/mappings/derm7pt_criteria.yaml``).
+A concept is grounded to a target when
 
 1. a reviewed override says so (``{concept_id: "ph2:streaks" | null}``), else
 2. one of its terms matches one of the target's phrases in the mapping file (method ``mapping``), else
 3. the embedding similarity of its question/name to the target's question reaches ``threshold``
    (method ``embedding``; the similarity is recorded so a reviewer can check it).
+
+Extra targets are aligned the same way, separately, and never change a primary grounding: a concept
+grounded to the primary targets keeps it and lists phrase-map (rule 2) matches of the extra targets in
+``grounding.extra_sources``; a concept the primary targets leave ungrounded takes its extra-target
+grounding (rules 2 and 3) as its grounding. So PH2 groundings stay exactly as they were.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import yaml
@@ -57,16 +64,28 @@ def _read_yaml(path: Path, key: str) -> dict:
     return data[key]
 
 
+def _criteria_targets(prefix: str, vocab: Mapping[str, tuple[str, str]], path: Path) -> list[Target]:
+    """Targets ``<prefix>:<key>`` in vocabulary order (questions from ``vocab``, phrases from ``path``)."""
+    phrases = _read_yaml(path, "criteria")
+    unknown = sorted(set(phrases) - set(vocab))
+    if unknown:
+        raise DataError(f"unknown {prefix} criteria {unknown}; known: {sorted(vocab)}", path=str(path), field="criteria")
+    return [Target(f"{prefix}:{k}", q, tuple(phrases.get(k, []))) for k, (q, _) in vocab.items()]
+
+
 def ph2_targets(path: str | Path | None = None) -> list[Target]:
     """PH2 criteria as targets (questions from ``PH2_CONCEPTS``, phrases from the mapping file)."""
     from medcbm.data.ph2_vocab import PH2_CONCEPTS
 
-    p = Path(path) if path else _mappings_dir() / "ph2_criteria.yaml"
-    phrases = _read_yaml(p, "criteria")
-    unknown = sorted(set(phrases) - set(PH2_CONCEPTS))
-    if unknown:
-        raise DataError(f"unknown PH2 criteria {unknown}; known: {sorted(PH2_CONCEPTS)}", path=str(p), field="criteria")
-    return [Target(f"ph2:{k}", q, tuple(phrases.get(k, []))) for k, (q, _) in PH2_CONCEPTS.items()]
+    return _criteria_targets("ph2", PH2_CONCEPTS, Path(path) if path else _mappings_dir() / "ph2_criteria.yaml")
+
+
+def derm7pt_targets(path: str | Path | None = None) -> list[Target]:
+    """Derm7pt checklist concepts as targets (``DERM7PT_CONCEPTS`` + ``derm7pt_criteria.yaml``)."""
+    from medcbm.data.derm7pt_vocab import DERM7PT_CONCEPTS
+
+    return _criteria_targets("derm7pt", DERM7PT_CONCEPTS,
+                             Path(path) if path else _mappings_dir() / "derm7pt_criteria.yaml")
 
 
 def cxr_notes_vocab(path: str | Path | None = None) -> dict[str, dict]:
@@ -85,6 +104,8 @@ def cxr_targets(path: str | Path | None = None) -> list[Target]:
 
 
 TARGETS = {"dermoscopy": ph2_targets, "chest_xray": cxr_targets}
+# further vocabularies per modality, aligned after the primary one (see the module docstring)
+EXTRA_TARGETS: dict[str, tuple[Callable[[], list[Target]], ...]] = {"dermoscopy": (derm7pt_targets,)}
 
 
 def _norm(s: str) -> str:
@@ -107,26 +128,44 @@ def align_concept(concept: Concept, targets: Sequence[Target], tvecs: np.ndarray
     return Grounding(status="not_groundable", similarity=round(float(sims[j]), 4))
 
 
+def _with_extra(g: Grounding, extra: Grounding) -> Grounding:
+    """Combine a primary grounding with one from an extra vocabulary (rules in the module docstring)."""
+    if extra.status != "annotation":
+        return g
+    if g.status == "not_groundable":
+        return extra
+    if g.status != "annotation" or extra.method != "mapping" or extra.source in g.sources:
+        return g  # an embedding guess is not worth a second source next to a real one
+    return g.model_copy(update={"extra_sources": [*g.extra_sources, extra.source]})
+
+
 def align_bank(bank: ConceptBank, *, embed: EmbedFn | None = None, threshold: float = DEFAULT_THRESHOLD,
-               overrides: Mapping[str, str | None] | None = None, targets: Sequence[Target] | None = None) -> ConceptBank:
+               overrides: Mapping[str, str | None] | None = None, targets: Sequence[Target] | None = None,
+               extra_targets: Sequence[Sequence[Target]] | None = None) -> ConceptBank:
     """Return a copy of ``bank`` with every concept's grounding set.
 
     Args:
         embed: embedding function (default MiniLM).
         threshold: minimum cosine similarity for an embedding match.
         overrides: reviewed decisions ``{concept_id: source or None}``; ``None`` means not groundable.
-        targets: annotation targets (default: those of the bank's modality; none for other modalities).
+            An override decides the whole grounding (no extra sources are added to it).
+        targets: primary annotation targets (default: those of the bank's modality; none for other modalities).
+        extra_targets: further vocabularies, each a list of targets (default: the modality's
+            ``EXTRA_TARGETS`` when ``targets`` is not given, else none).
     """
     if targets is None:
         targets = TARGETS[bank.modality]() if bank.modality in TARGETS else []
+        if extra_targets is None:
+            extra_targets = [make() for make in EXTRA_TARGETS.get(bank.modality, ())]
+    groups = [list(targets), *(list(x) for x in extra_targets or [])]
     overrides = dict(overrides or {})
-    known = {t.source for t in targets}
+    known = {t.source for group in groups for t in group}
     for cid, src in overrides.items():
         if src is not None and src not in known and not src.startswith("vlm"):
             raise DataError(f"override for {cid!r} names unknown target {src!r}", field=cid)
     embed = embed or embed_minilm
-    tvecs = embed([f"{t.question} {' '.join(t.phrases[:3])}" for t in targets]) if targets else None
-    cvecs = embed([f"{c.question} {c.name}" for c in bank.concepts]) if targets and bank.concepts else None
+    gvecs = [embed([f"{t.question} {' '.join(t.phrases[:3])}" for t in group]) if group else None for group in groups]
+    cvecs = embed([f"{c.question} {c.name}" for c in bank.concepts]) if any(groups) and bank.concepts else None
     out = []
     for i, c in enumerate(bank.concepts):
         if c.id in overrides:
@@ -135,17 +174,24 @@ def align_bank(bank: ConceptBank, *, embed: EmbedFn | None = None, threshold: fl
                  Grounding(status="vlm", source=src, method="review") if src.startswith("vlm") else
                  Grounding(status="annotation", source=src, method="review"))
         else:
-            g = align_concept(c, targets, tvecs, None if cvecs is None else cvecs[i], threshold)
+            cvec = None if cvecs is None else cvecs[i]
+            g = align_concept(c, groups[0], gvecs[0], cvec, threshold)
+            for group, tvecs in zip(groups[1:], gvecs[1:]):
+                g = _with_extra(g, align_concept(c, group, tvecs, cvec, threshold))
         out.append(c.model_copy(update={"grounding": g}))
     return bank.model_copy(update={"concepts": out})
 
 
 def coverage(bank: ConceptBank, targets: Sequence[Target]) -> dict[str, list[str]]:
-    """``{target source: [concept ids grounded to it]}`` for every target (empty list: not covered)."""
+    """``{target source: [concept ids grounded to it]}`` for every target (empty list: not covered).
+
+    Primary and extra sources both count.
+    """
     cov: dict[str, list[str]] = {t.source: [] for t in targets}
     for c in bank.concepts:
-        if c.grounding.source in cov:
-            cov[c.grounding.source].append(c.id)
+        for src in c.grounding.sources:
+            if src in cov:
+                cov[src].append(c.id)
     return cov
 
 

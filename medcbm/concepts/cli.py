@@ -105,6 +105,25 @@ def prior(bank_path: Path = typer.Argument(..., help="Bank JSON."),
 
 
 @app.command()
+def align(bank_path: Path = typer.Argument(..., help="Bank JSON."),
+          out: Optional[Path] = typer.Option(None, "--out", help="Bank JSON to write (default: rewrite BANK_PATH)."),
+          threshold: Optional[float] = typer.Option(None, "--threshold",
+                                                    help="Minimum cosine similarity for an embedding match (default 0.75).")) -> None:
+    """Re-ground a bank's concepts with the current mapping files (knowledge/mappings/); nothing else changes."""
+    from collections import Counter
+
+    from medcbm.concepts.alignment import DEFAULT_THRESHOLD, align_bank
+    from medcbm.concepts.schema import load_bank, save_bank
+
+    bank = align_bank(load_bank(bank_path), threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
+    save_bank(bank, out or bank_path)
+    per_vocab = Counter(s.split(":", 1)[0] for c in bank.concepts for s in c.grounding.sources)
+    Console().print(f"wrote {out or bank_path}: {sum(bool(c.grounding.sources) for c in bank.concepts)} of "
+                    f"{len(bank.concepts)} concepts grounded to annotations; per vocabulary {dict(per_vocab)}",
+                    markup=False)
+
+
+@app.command()
 def quality(bank_path: Path = typer.Argument(..., help="Bank JSON.")) -> None:
     """Print size, provenance completeness, duplicate rate and grounding coverage as JSON."""
     import json

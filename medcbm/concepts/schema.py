@@ -80,18 +80,35 @@ class ClassAssociation(_Strict):
 
 
 class Grounding(_Strict):
-    """How a concept can be grounded in images (annotation source, VLM, or not yet)."""
+    """How a concept can be grounded in images (annotation source, VLM, or not yet).
+
+    ``source`` is the primary annotation (the one ``method``/``similarity`` describe); ``extra_sources``
+    are further annotation vocabularies naming the same finding (e.g. ``derm7pt:blue_whitish_veil`` next
+    to ``ph2:blue_whitish_veil``), always from the reviewed phrase map. Banks without it still load.
+    """
 
     status: Literal["annotation", "vlm", "not_groundable"] = "not_groundable"
     source: str | None = None  # e.g. "ph2:blue_whitish_veil", "cxr_notes:consolidation"
     method: str | None = None  # "mapping" (hand-reviewed file) or "embedding"
     similarity: float | None = None
+    extra_sources: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _source_needed(self) -> "Grounding":
         if self.status == "annotation" and not self.source:
             raise ValueError("grounding status 'annotation' needs a source such as 'ph2:streaks'")
+        if self.extra_sources and (self.status != "annotation" or self.source in self.extra_sources):
+            raise ValueError("extra_sources need an 'annotation' grounding and must differ from its source")
         return self
+
+    @property
+    def sources(self) -> list[str]:
+        """Every annotation source, primary first (empty when not grounded to an annotation)."""
+        return [self.source, *self.extra_sources] if self.status == "annotation" and self.source else []
+
+    def source_for(self, prefix: str) -> str | None:
+        """The first annotation source starting with ``prefix`` (``"derm7pt:"``), else ``None``."""
+        return next((s for s in self.sources if s.startswith(prefix)), None)
 
 
 class Concept(_Strict):

@@ -25,7 +25,7 @@ def _write(manifest, out: Path, skips, unit: str) -> None:
 
 @app.command("import")
 def import_cmd(
-    dataset: str = typer.Argument(..., help="ham10000, ph2 or covid-cxr"),
+    dataset: str = typer.Argument(..., help="ham10000, ph2, derm7pt or covid-cxr"),
     out: Path = typer.Option(..., "--out", "-o", help="manifest to write (.csv or .parquet)"),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="folder with the datasets (default: $MEDCBM_DATA or ../shared/data)"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="record bad rows in <out>.skipped.json instead of stopping"),

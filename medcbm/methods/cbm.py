@@ -78,12 +78,20 @@ def run_recipe(cfg: CBMConfig, data: MethodInput) -> MethodOutput:
     splits = {"val": data.val, **data.test}
     concepts = {s: model.predict_concepts(split_features(v, model.backbone_, ctx)) for s, v in splits.items()}
     proba = {s: model.predict_proba_from_concepts(P) for s, P in concepts.items()}
-    grounder = model.grounder
-    info = {"concepts": model.concept_names_, "weights": np.round(model.W_, 3).tolist(), **model.fit_info_}
-    for attr in ("cv_auc_", "flagged_"):
-        if hasattr(grounder, attr):
-            info[attr.rstrip("_")] = getattr(grounder, attr)
+    info = {"concepts": model.concept_names_, "weights": np.round(model.W_, 3).tolist(), **model.fit_info_,
+            **probe_summary(model.grounder)}
     return MethodOutput(proba, model=model, concepts=concepts, concept_names=list(model.concept_names_), info=info)
+
+
+def probe_summary(grounder) -> dict:
+    """CV AUROC and flagged concepts of every probe layer inside a (possibly composed) grounder."""
+    parts = getattr(grounder, "parts", [grounder])
+    out: dict = {"cv_auc": {}, "flagged": {}}
+    for p in parts:
+        p = getattr(p, "inner", p)
+        out["cv_auc"].update(getattr(p, "cv_auc_", {}))
+        out["flagged"].update(getattr(p, "flagged_", {}))
+    return out
 
 
 def _register(name: str, description: str, cfg: CBMConfig, datasets: list[str] | None) -> None:

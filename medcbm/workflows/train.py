@@ -60,11 +60,12 @@ def train_cbm(cfg: TrainConfig, *, data_root=None, cache_dir: str | os.PathLike 
 
 
 def _grounding_provenance(model: KnowledgeCBM) -> dict:
-    """What the concept layer was fitted on: per source, its concepts and the probes' CV AUROC."""
-    g = model.grounder
-    inner = getattr(g, "inner", g)
-    return {"kind": getattr(g, "kind", type(g).__name__), "sources": getattr(inner, "sources_", None),
-            "cv_auc": getattr(inner, "cv_auc_", None), "flagged": getattr(inner, "flagged_", None)}
+    """What the concept layer was fitted on: annotation datasets and their concepts, probe CV AUROC, flags."""
+    from medcbm.methods.cbm import probe_summary
+
+    parts = [getattr(p, "inner", p) for p in getattr(model.grounder, "parts", [model.grounder])]
+    sources = {k: v for p in parts for k, v in (getattr(p, "sources_", None) or {}).items()}
+    return {"kind": model.grounder.kind, "sources": sources or None, **probe_summary(model.grounder)}
 
 
 def _mapped_labels(manifest: Manifest, meta: dict) -> tuple[Manifest, np.ndarray | None]:

@@ -141,7 +141,7 @@ def test_grounding_map_covers_ph2_criteria(big_bank):
 
 
 def test_registry_and_class_spec_errors():
-    with pytest.raises(RegistryError, match="available: extractive, openai"):
+    with pytest.raises(RegistryError, match="Available: extractive, openai"):
         get_backend("gpt5")
     with pytest.raises(ConfigError, match="distinct class keys"):
         parse_classes(["mel=melanoma", "mel=melanomas"])

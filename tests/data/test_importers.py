@@ -71,7 +71,7 @@ def test_covid_cxr_duplicates_are_recorded_not_dropped(data_root):
 
 
 def test_unknown_dataset_lists_names(data_root):
-    with pytest.raises(RegistryError, match="Available: covid-cxr, ham10000, ph2"):
+    with pytest.raises(RegistryError, match="Available: covid-cxr, derm7pt, ham10000, ph2"):
         import_dataset("mnist", data_root)
 
 

@@ -11,6 +11,7 @@ from medcbm.data.paths import resolve_data_root
 from medcbm.errors import RegistryError
 
 from medcbm.data.importers.covid_cxr import import_covid_cxr
+from medcbm.data.importers.derm7pt import import_derm7pt
 from medcbm.data.importers.folder import import_folder
 from medcbm.data.importers.ham10000 import import_ham10000
 from medcbm.data.importers.ph2 import import_ph2
@@ -19,6 +20,7 @@ _DATASETS: dict[str, Callable[..., Manifest]] = {
     "ham10000": import_ham10000,
     "ph2": import_ph2,
     "covid-cxr": import_covid_cxr,
+    "derm7pt": import_derm7pt,
 }
 
 
@@ -41,4 +43,4 @@ def import_dataset(name: str, data_root: str | os.PathLike | None = None, *, ski
     return _DATASETS[name](Path(root) / name, skips=skips)
 
 
-__all__ = ["import_covid_cxr", "import_dataset", "import_folder", "import_ham10000", "import_ph2", "list_datasets"]
+__all__ = ["import_covid_cxr", "import_dataset", "import_derm7pt", "import_folder", "import_ham10000", "import_ph2", "list_datasets"]
