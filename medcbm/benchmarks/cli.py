@@ -40,28 +40,24 @@ def register_bench(bench_app: typer.Typer) -> None:
     @bench_app.command("concepts")
     def bench_concepts_cmd(
         json_path: Path = typer.Option(Path("runs/bench/concepts.json"), "--json"),
-        backbone: str = typer.Option("efficientnet_lite0_lesion", "--backbone", help="concept-grounding backbone"),
+        backbone: str = typer.Option("efficientnet_lite0_lesion_cc", "--backbone",
+                                     help="concept-grounding backbone (default: the dermoscopy CBM's)"),
+        datasets: Optional[List[str]] = typer.Option(None, "--dataset", help="ph2 and/or derm7pt (default: both)"),
         repeats: int = typer.Option(3, "--repeats", help="timing repeats of both fits (medians reported)"),
         data_root: Optional[Path] = typer.Option(None, "--data-root"),
         cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
     ) -> None:
-        """PH2 concept probes: CV AUROC per concept, batched torch head vs a per-concept scikit-learn loop."""
+        """Concept probes on PH2 and Derm7pt: CV AUROC per concept, batched torch head vs a per-concept scikit-learn loop."""
         from medcbm._io import atomic_write_json
-        from medcbm.backbones import get_backbone_spec
-        from medcbm.backbones.features import extract_features
-        from medcbm.data.importers import import_dataset
-        from medcbm.data.ph2_vocab import CONCEPT_PREFIX, PH2_CONCEPTS
-        from medcbm.benchmarks.bench_concepts import bench_concepts
+        from medcbm.benchmarks.bench_concepts import bench_concept_datasets
 
-        ph2 = import_dataset("ph2", data_root)
-        names = list(PH2_CONCEPTS)
-        X = extract_features(ph2, backbone, cache_dir=cache_dir).X
-        spec = get_backbone_spec(backbone)
-        res = bench_concepts(X, ph2.frame[[CONCEPT_PREFIX + k for k in names]].to_numpy(float), names,
-                             backbone=backbone, feature_mode=spec.pooling, repeats=repeats)
-        res["preprocess"] = spec.preprocess.model_dump()
+        res = bench_concept_datasets(datasets or ["ph2", "derm7pt"], backbone, repeats=repeats, data_root=data_root,
+                                     cache_dir=cache_dir)
         atomic_write_json(json_path, res)
-        console.print_json(data={k: v for k, v in res.items() if k != "per_concept"})
+        for name, r in res["datasets"].items():
+            console.print(f"{name}: {r['n_concepts']} criteria, mean CV AUROC {r['mean_cv_auc']:.3f}"
+                          + (f"; patterns {r['patterns_mean_cv_auc']:.3f}" if r.get("patterns_mean_cv_auc") else "")
+                          + f"; batched {r['batched_fit_s']} s vs loop {r['sklearn_loop_fit_s']} s ({r['speedup']}x)")
         console.print(f"wrote {json_path}")
 
     @bench_app.command("features")

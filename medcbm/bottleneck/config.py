@@ -116,6 +116,9 @@ class CBMConfig(BaseModel):
         prior_rule: how ``bank`` priors merge several bank concepts/classes: ``contrastive`` (mean, centred
             across classes, then sign) or ``vote`` (+1 if some say +1 and none -1).
         balance: weight samples so the data's nuisance groups (e.g. site) are balanced within each class.
+        max_nuisance_shift: drop concepts whose mean activation differs between the training data's nuisance
+            groups, within a class, by more than this many standard deviations (they read the site, not the
+            lesion); ``null`` keeps every concept.
         bottleneck: the linear layer's hyper-parameters.
     """
 
@@ -126,6 +129,7 @@ class CBMConfig(BaseModel):
     prior_class_map: dict[str, list[str]] | None = None
     prior_rule: Literal["contrastive", "vote"] = "contrastive"
     balance: bool = True
+    max_nuisance_shift: float | None = Field(None, gt=0)
     bottleneck: BottleneckConfig = Field(default_factory=BottleneckConfig)
 
     def with_overrides(self, overrides: dict[str, Any]) -> "CBMConfig":

@@ -18,7 +18,7 @@ concept (3 positives; it is folded into ``pigmentation_regular``). Both values a
 
 from __future__ import annotations
 
-from medcbm.data.ph2_vocab import CONCEPT_PREFIX, PH2_CONCEPTS
+from medcbm.data.ph2_vocab import CONCEPT_PREFIX, PH2_CONCEPTS, PH2_PATTERN_CONCEPTS
 
 # meta.csv criterion column -> every value the release uses (anything else is a DataError)
 DERM7PT_CRITERIA: dict[str, tuple[str, ...]] = {
@@ -119,5 +119,25 @@ DERM7PT_DIAGNOSES: dict[str, str] = {
 # (filter on ``label`` to leave it out).
 MALIGNANT_LABELS = frozenset({"melanoma", "basal_cell_carcinoma"})
 
-__all__ = ["CONCEPT_PREFIX", "DERM7PT_CONCEPTS", "DERM7PT_CRITERIA", "DERM7PT_DIAGNOSES", "DERM7PT_RULES",
+# Whole-lesion pattern concepts from the expert diagnosis (a dermoscopist's pattern analysis of the whole lesion),
+# like PH2's (``PH2_PATTERN_CONCEPTS``): the 7-point criteria describe parts of melanocytic lesions; these say
+# what the lesion as a whole looks like, including the non-melanocytic types the criteria cannot describe.
+# ``melanoma_pattern`` is PH2's concept (same question), so the two datasets train one probe for it.
+# key -> (question, label slugs that make it 1)
+DERM7PT_PATTERNS: dict[str, tuple[str, frozenset[str]]] = {
+    "melanoma_pattern": (PH2_PATTERN_CONCEPTS["melanoma_pattern"][0], frozenset({"melanoma"})),
+    "bcc_pattern": ("Does the lesion as a whole look like a basal cell carcinoma to a dermoscopist?",
+                    frozenset({"basal_cell_carcinoma"})),
+    "keratosis_pattern": ("Does the lesion look like a seborrheic keratosis or solar lentigo (a benign keratinocytic "
+                          "or flat pigmented lesion)?", frozenset({"seborrheic_keratosis", "lentigo", "melanosis"})),
+    "vascular_lesion_pattern": ("Does the lesion look like a vascular lesion (red-blue lacunae)?",
+                                frozenset({"vascular_lesion"})),
+    "dermatofibroma_pattern": ("Does the lesion look like a dermatofibroma (central white patch, delicate "
+                               "peripheral network)?", frozenset({"dermatofibroma"})),
+}
+DERM7PT_PATTERN_CONCEPTS: dict[str, tuple[str, str]] = {
+    k: (q, f"label in {{{', '.join(sorted(v))}}}") for k, (q, v) in DERM7PT_PATTERNS.items()
+}
+
+__all__ = ["CONCEPT_PREFIX", "DERM7PT_CONCEPTS", "DERM7PT_PATTERNS", "DERM7PT_PATTERN_CONCEPTS", "DERM7PT_CRITERIA", "DERM7PT_DIAGNOSES", "DERM7PT_RULES",
            "MALIGNANT_LABELS", "MELANOMA_DIAGNOSES", "SHARED_WITH_PH2"]

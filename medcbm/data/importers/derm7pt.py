@@ -11,7 +11,7 @@ from typing import Literal
 
 import pandas as pd
 
-from medcbm.data.derm7pt_vocab import (CONCEPT_PREFIX, DERM7PT_CRITERIA, DERM7PT_DIAGNOSES, DERM7PT_RULES,
+from medcbm.data.derm7pt_vocab import (CONCEPT_PREFIX, DERM7PT_CRITERIA, DERM7PT_DIAGNOSES, DERM7PT_PATTERNS, DERM7PT_RULES,
                                        MALIGNANT_LABELS)
 from medcbm.data.manifest import Manifest, SkipLog
 from medcbm.errors import DataError
@@ -132,4 +132,6 @@ def import_derm7pt(folder: str | Path, *, skips: SkipLog | None = None,
     })
     for key, (col, values) in DERM7PT_RULES.items():
         frame[CONCEPT_PREFIX + key] = df[col].isin(values).astype(int)
+    for key, (_, slugs) in DERM7PT_PATTERNS.items():
+        frame[CONCEPT_PREFIX + key] = labels.isin(slugs).astype(int)
     return Manifest(frame, folder, source=str(meta)).check_files(skips=skips)
