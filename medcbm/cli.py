@@ -56,7 +56,7 @@ def quickstart(
     seeds: int = typer.Option(5, "--seeds", help="seeds of the confounded HAM10000 protocol"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="feature cache (default: RUN_DIR/features)"),
     methods: Optional[List[str]] = typer.Option(None, "--method", "-m",
-                                                help="methods to run (default: the probe, the CBM and every ablation)"),
+                                                help="methods to run (default: the probes, cbm, cbm_ph2_only)"),
 ) -> None:
     """Run the whole pipeline on the shared HAM10000 and print the ID/OOD table."""
     from medcbm.benchmarks.bench_shift import markdown_table
@@ -84,7 +84,7 @@ def methods_cmd(dataset: Optional[str] = typer.Option(None, "--dataset", help="o
     from medcbm.methods import METHODS, list_methods
 
     for name in list_methods(dataset, pattern):
-        Console().print(f"{name:28s} {METHODS.meta(name).get('description', '')}", highlight=False)
+        typer.echo(f"{name:28s} {METHODS.meta(name).get('description', '')}")
 
 
 @app.command("protocols")

@@ -44,7 +44,7 @@ def test_errors_are_one_clear_line(tmp_path, data_root):
 
 def test_quickstart_one_seed(tmp_path, data_root, feature_cache):
     r = medcbm("quickstart", "--seeds", "1", "--run-dir", tmp_path / "run", "--cache-dir", feature_cache,
-               "-m", "linear_probe", "-m", "cbm", env={"MEDCBM_DATA": str(data_root)})
+               "-m", "linear_probe", "-m", "cbm_ph2_only", env={"MEDCBM_DATA": str(data_root)})
     assert r.returncode == 0, r.stderr[-2000:]
     run = tmp_path / "run"
     for f in ("manifest.csv", "metrics.json", "metrics.md", "splits.json", "quickstart.json"):
@@ -52,7 +52,7 @@ def test_quickstart_one_seed(tmp_path, data_root, feature_cache):
     res = json.loads((run / "metrics.json").read_text())
     lp = res["methods"]["linear_probe"]
     assert lp["id_acc"]["mean"] > 0.8 and lp["ood_acc"]["mean"] < 0.65  # KnoBo's collapse, reproduced
-    cbm = res["methods"]["cbm"]
+    cbm = res["methods"]["cbm_ph2_only"]
     assert cbm["ood_acc"]["mean"] > lp["ood_acc"]["mean"] + 0.1 and cbm["gap"]["mean"] < lp["gap"]["mean"] / 2
     assert "linear_probe" in r.stdout and "OOD acc" in r.stdout
 
@@ -60,7 +60,7 @@ def test_quickstart_one_seed(tmp_path, data_root, feature_cache):
 def test_train_evaluate_predict(tmp_path, data_root, feature_cache, ham_manifest):
     cfg = tmp_path / "cbm.yaml"
     cfg.write_text(f"name: t\nout_dir: {tmp_path / 'model'}\ndata: {{protocol: ham10000-site-confounded}}\n"
-                   "model: cbm\noverrides: {grounding: {backbone: efficientnet_lite0_lesion_cc}}\n")
+                   "model: cbm\noverrides: {grounding: {sources: [{kind: annotations, dataset: ph2}]}}\n")
     env = {"MEDCBM_DATA": str(data_root)}
     r = medcbm("train", "-c", cfg, "--cache-dir", feature_cache, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -87,5 +87,17 @@ def test_train_evaluate_predict(tmp_path, data_root, feature_cache, ham_manifest
     pred = pd.read_csv(tmp_path / "p.csv")
     assert len(pred) == len(frame) and set(pred["prediction"]) <= {"benign", "malignant"}
     assert pred["top_concepts"].notna().all()
+    # the same recipe on a user's own manifest, split automatically by patient, from command-line flags
+    own = ham_manifest.frame.iloc[::40].copy()
+    own["image"] = [str(ham_manifest.image_path(i)) for i in range(0, len(ham_manifest), 40)]
+    own["label"] = own["malignant"].map({0: "benign", 1: "malignant"})
+    own.to_csv(tmp_path / "own.csv", index=False)
+    r = medcbm("train", "--manifest", tmp_path / "own.csv", "--split", "auto", "--name", "own", "--model", "cbm_ph2_only", "--cache-dir",
+               feature_cache, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = json.loads((tmp_path / "runs" / "models" / "own" / "model.json").read_text())
+    assert meta["classes"] == ["benign", "malignant"] and set(meta["provenance"]["metrics"]) == {"val", "test"}
+    r = medcbm("train", "--manifest", tmp_path / "own.csv", "--name", "own", cwd=tmp_path)
+    assert r.returncode == 2 and "split: column" in r.stderr and "Traceback" not in r.stderr
     r = medcbm("train", "-c", tmp_path / "nope.yaml")
     assert r.returncode == 2 and "nope.yaml" in r.stderr and "Traceback" not in r.stderr

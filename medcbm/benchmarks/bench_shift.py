@@ -37,7 +37,8 @@ def method_input(proto: Protocol, sp: Splits, X: dict[str, np.ndarray], frames: 
     def labelled(s: str) -> LabelledSplit:
         return LabelledSplit(X[s], sp.y[sp.index[s]], frames[s], name, nuisance_groups(proto, frames[s]))
 
-    test = {s: UnlabelledSplit.from_frame(X[s], frames[s], name, keep=(proto.split.nuisance,)) for s in TEST_SPLITS}
+    test = {s: UnlabelledSplit.from_frame(X[s], frames[s], name, keep=(proto.split.nuisance,),
+                                          groups=nuisance_groups(proto, frames[s])) for s in TEST_SPLITS}
     return MethodInput(labelled("train"), labelled("val"), test, proto.classes, sp.seed, context)
 
 

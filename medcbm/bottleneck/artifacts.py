@@ -12,6 +12,7 @@ from medcbm import __version__
 from medcbm._io import atomic_write_bytes, atomic_write_json, sha256_file
 from medcbm.backbones._registry import BackboneSpec
 from medcbm.bottleneck.estimator import KnowledgeCBM
+from medcbm.bottleneck.nuisance import ConceptOffsets
 from medcbm.bottleneck.trainer import BottleneckConfig
 from medcbm.concepts.grounding.base import grounder_from_state
 from medcbm.errors import ConfigError, DataError
@@ -31,6 +32,9 @@ def save_cbm(model: KnowledgeCBM, out_dir: str | os.PathLike, *, backbone: Backb
                "bottleneck.p_scale": model.p_scale_}
     if model.prior_ is not None:
         tensors["bottleneck.prior"] = model.prior_
+    offsets = getattr(model, "offsets_", None)
+    if offsets is not None:
+        tensors["bottleneck.offsets"] = offsets.offsets
     tensors.update({f"grounder.{k}": np.ascontiguousarray(v) for k, v in g_tensors.items()})
     atomic_write_bytes(out / "model.safetensors", save({k: np.ascontiguousarray(v) for k, v in tensors.items()}))
     meta = {
@@ -44,6 +48,7 @@ def save_cbm(model: KnowledgeCBM, out_dir: str | os.PathLike, *, backbone: Backb
         "backbone": backbone.model_dump(mode="json"),
         "backbone_fingerprint": backbone.fingerprint(),
         "fit_info": model.fit_info_,
+        "offset_groups": offsets.groups if offsets is not None else None,
         "provenance": provenance or {},
         "weights_sha256": sha256_file(out / "model.safetensors"),
     }
@@ -87,6 +92,8 @@ def load_cbm(model_dir: str | os.PathLike, *, expect_backbone: BackboneSpec | No
     model.W_, model.b_ = t["bottleneck.W"], t["bottleneck.b"]
     model.p_mean_, model.p_scale_ = t["bottleneck.p_mean"], t["bottleneck.p_scale"]
     model.fit_info_ = meta["fit_info"]
+    model.nuisance_adjust = meta.get("offset_groups") is not None
+    model.offsets_ = ConceptOffsets(meta["offset_groups"], t["bottleneck.offsets"]) if model.nuisance_adjust else None
     return model, meta
 
 

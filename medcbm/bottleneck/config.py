@@ -116,6 +116,9 @@ class CBMConfig(BaseModel):
         prior_rule: how ``bank`` priors merge several bank concepts/classes: ``contrastive`` (mean, centred
             across classes, then sign) or ``vote`` (+1 if some say +1 and none -1).
         balance: weight samples so the data's nuisance groups (e.g. site) are balanced within each class.
+        nuisance_adjust: subtract each nuisance group's within-class concept offset, estimated on the training
+            images, before the bottleneck and at prediction (from the images' site); see
+            :mod:`medcbm.bottleneck.nuisance`.
         max_nuisance_shift: drop concepts whose mean activation differs between the training data's nuisance
             groups, within a class, by more than this many standard deviations (they read the site, not the
             lesion); ``null`` keeps every concept.
@@ -129,6 +132,7 @@ class CBMConfig(BaseModel):
     prior_class_map: dict[str, list[str]] | None = None
     prior_rule: Literal["contrastive", "vote"] = "contrastive"
     balance: bool = True
+    nuisance_adjust: bool = False
     max_nuisance_shift: float | None = Field(None, gt=0)
     bottleneck: BottleneckConfig = Field(default_factory=BottleneckConfig)
 

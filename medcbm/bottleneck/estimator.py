@@ -8,6 +8,7 @@ from typing import Mapping
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from medcbm.bottleneck.nuisance import ConceptOffsets
 from medcbm.bottleneck.trainer import BottleneckConfig, FittedBottleneck, fit_bottleneck
 from medcbm.concepts.grounding.base import ConceptGrounder, check_features
 from medcbm.errors import ConfigError, DataError
@@ -53,16 +54,20 @@ class KnowledgeCBM(BaseEstimator):
         prior: class -> concept -> ±1/0, or a matrix aligned to ``grounder.concept_names_``.
         config: bottleneck hyper-parameters.
         concepts: restrict the bottleneck to these grounder concepts (default: all kept ones).
+        nuisance_adjust: subtract each nuisance group's within-class concept offset (fitted on the training
+            data, see :mod:`medcbm.bottleneck.nuisance`); ``fit`` then needs ``groups``, and predictions use the
+            images' groups when given.
 
     Attributes (after ``fit``): ``W_`` ``(C, K)``, ``b_``, ``concept_names_``, ``prior_`` ``(C, K)``, ``fit_info_``,
     ``config_`` (the settings actually used: ``fit`` never changes ``config``, e.g. a class-balanced loss
-    switched on for extreme imbalance shows here).
+    switched on for extreme imbalance shows here), ``offsets_`` (:class:`ConceptOffsets` or ``None``).
     """
 
     def __init__(self, grounder: ConceptGrounder, *, classes: list[str], prior=None,
-                 config: BottleneckConfig | None = None, concepts: list[str] | None = None):
+                 config: BottleneckConfig | None = None, concepts: list[str] | None = None,
+                 nuisance_adjust: bool = False):
         self.grounder, self.classes, self.prior = grounder, classes, prior
-        self.config, self.concepts = config, concepts
+        self.config, self.concepts, self.nuisance_adjust = config, concepts, nuisance_adjust
 
     def _concept_index(self) -> np.ndarray:
         names = self.grounder.concept_names_
@@ -73,17 +78,22 @@ class KnowledgeCBM(BaseEstimator):
             raise ConfigError(f"concepts {missing} are not produced by the grounder (it has {names})")
         return np.array([names.index(c) for c in self.concepts])
 
-    def predict_concepts(self, X: np.ndarray) -> np.ndarray:
-        """Concept probabilities ``(n, K)`` in ``concept_names_`` order."""
-        return self.grounder.predict_concepts(check_features(X))[:, self._concept_index()]
+    def predict_concepts(self, X: np.ndarray, groups=None) -> np.ndarray:
+        """Concept activations ``(n, K)`` in ``concept_names_`` order (nuisance-adjusted when fitted so and
+        the images' ``groups`` are given)."""
+        P = self.grounder.predict_concepts(check_features(X))[:, self._concept_index()]
+        offsets = getattr(self, "offsets_", None)
+        return P if offsets is None else offsets.apply(P, groups)
 
     def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
-            sample_weight: np.ndarray | None = None, val_weight: np.ndarray | None = None) -> "KnowledgeCBM":
+            sample_weight: np.ndarray | None = None, val_weight: np.ndarray | None = None,
+            groups=None, val_groups=None) -> "KnowledgeCBM":
         """Fit the bottleneck on backbone features (the grounder stays fixed).
 
         Args:
             sample_weight, val_weight: optional per-sample weights, e.g. from
                 :func:`medcbm.bottleneck.weights.group_balance_weights` to undo a known nuisance correlation.
+            groups, val_groups: nuisance group per image (needed with ``nuisance_adjust``).
         """
         y, y_val = np.asarray(y, int), np.asarray(y_val, int)
         for name, yy in (("training", y), ("validation", y_val)):
@@ -100,7 +110,15 @@ class KnowledgeCBM(BaseEstimator):
             self.config_ = self.config_.model_copy(update={"class_balanced": True})
         self.concept_names_ = [self.grounder.concept_names_[i] for i in self._concept_index()]
         self.prior_ = prior_matrix(self.prior, list(self.classes), self.concept_names_)
+        self.offsets_ = None
         P, Pv = self.predict_concepts(X), self.predict_concepts(X_val)
+        if self.nuisance_adjust:
+            if groups is None or val_groups is None:
+                raise ConfigError("nuisance_adjust needs the training and validation images' nuisance groups "
+                                  "(e.g. a site column)")
+            self.offsets_ = ConceptOffsets.fit(P, y, groups)
+            P, Pv = self.offsets_.apply(P, groups), self.offsets_.apply(Pv, val_groups)
+            logger.info("largest concept offsets per nuisance group: %s", self.offsets_.largest(self.concept_names_))
         fb = fit_bottleneck(P, y, Pv, y_val, n_classes=len(self.classes), prior=self.prior_, cfg=self.config_,
                             sample_weight=sample_weight, val_weight=val_weight)
         self._set_fitted(fb)
@@ -120,17 +138,17 @@ class KnowledgeCBM(BaseEstimator):
         e = np.exp(z)
         return e / e.sum(1, keepdims=True)
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.predict_proba_from_concepts(self.predict_concepts(X))
+    def predict_proba(self, X: np.ndarray, groups=None) -> np.ndarray:
+        return self.predict_proba_from_concepts(self.predict_concepts(X, groups))
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.predict_proba(X).argmax(1)
+    def predict(self, X: np.ndarray, groups=None) -> np.ndarray:
+        return self.predict_proba(X, groups).argmax(1)
 
-    def score(self, X: np.ndarray, y: np.ndarray) -> float:
+    def score(self, X: np.ndarray, y: np.ndarray, groups=None) -> float:
         """Accuracy."""
-        return float((self.predict(X) == np.asarray(y)).mean())
+        return float((self.predict(X, groups) == np.asarray(y)).mean())
 
-    def contributions(self, X: np.ndarray) -> np.ndarray:
+    def contributions(self, X: np.ndarray, groups=None) -> np.ndarray:
         """Per-sample, per-class, per-concept contribution to the logit: ``(n, C, K)``."""
-        Z = (self.predict_concepts(X) - self.p_mean_) / self.p_scale_
+        Z = (self.predict_concepts(X, groups) - self.p_mean_) / self.p_scale_
         return Z[:, None, :] * self.W_[None, :, :]

@@ -143,8 +143,9 @@ def fit_cbm(cfg: CBMConfig, train: LabelledSplit, val: LabelledSplit, *, classes
     if cfg.max_nuisance_shift is not None:
         concepts = nuisance_stable_concepts(grounder, X_train, train, cfg.max_nuisance_shift, concepts)
     weights = balance_weights(train, val) if cfg.balance else {}
-    model = KnowledgeCBM(grounder, classes=list(classes), prior=prior, config=cfg.bottleneck, concepts=concepts)
-    model.fit(X_train, train.y, X_val, val.y, **weights)
+    model = KnowledgeCBM(grounder, classes=list(classes), prior=prior, config=cfg.bottleneck, concepts=concepts,
+                         nuisance_adjust=cfg.nuisance_adjust)
+    model.fit(X_train, train.y, X_val, val.y, groups=train.groups, val_groups=val.groups, **weights)
     model.backbone_ = backbone
     model.recipe_ = {"config": cfg.model_dump(mode="json"), **prior_prov,
                      "concept_links": concept_links(cfg, model.concept_names_)}

@@ -43,21 +43,28 @@ class LabelledSplit:
 
 @dataclass(frozen=True)
 class UnlabelledSplit:
-    """Prediction-side data: features ``X`` and label-free metadata (see :data:`UNLABELLED_COLUMNS`)."""
+    """Prediction-side data: features ``X`` and label-free metadata (see :data:`UNLABELLED_COLUMNS`).
+
+    Attributes:
+        groups: nuisance group of every row (metadata such as the site, never a label), or ``None``.
+    """
 
     X: np.ndarray
     frame: pd.DataFrame
     backbone: str
+    groups: np.ndarray | None = None
 
     @classmethod
-    def from_frame(cls, X: np.ndarray, frame: pd.DataFrame, backbone: str, *, keep: tuple[str, ...] = ()) -> "UnlabelledSplit":
+    def from_frame(cls, X: np.ndarray, frame: pd.DataFrame, backbone: str, *, keep: tuple[str, ...] = (),
+                   groups: np.ndarray | None = None) -> "UnlabelledSplit":
         """Build one from a full metadata table, dropping every column not allowed for prediction.
 
         Args:
             keep: extra label-free columns to keep (e.g. a protocol's nuisance column).
+            groups: nuisance group per row.
         """
         allowed = [c for c in dict.fromkeys((*UNLABELLED_COLUMNS, *keep)) if c in frame.columns and c != "label"]
-        return cls(X, frame[allowed].reset_index(drop=True), backbone)
+        return cls(X, frame[allowed].reset_index(drop=True), backbone, groups)
 
     def __post_init__(self) -> None:
         if len(self.X) != len(self.frame):

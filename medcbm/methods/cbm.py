@@ -76,7 +76,7 @@ def run_recipe(cfg: CBMConfig, data: MethodInput) -> MethodOutput:
     ctx = GroundingContext(data_root=c.data_root, cache_dir=c.cache_dir, progress=c.progress, memo=c.memo)
     model = fit_cbm(cfg, data.train, data.val, classes=data.classes, ctx=ctx, seed=data.seed)
     splits = {"val": data.val, **data.test}
-    concepts = {s: model.predict_concepts(split_features(v, model.backbone_, ctx)) for s, v in splits.items()}
+    concepts = {s: model.predict_concepts(split_features(v, model.backbone_, ctx), v.groups) for s, v in splits.items()}
     proba = {s: model.predict_proba_from_concepts(P) for s, P in concepts.items()}
     info = {"concepts": model.concept_names_, "weights": np.round(model.W_, 3).tolist(), **model.fit_info_,
             **probe_summary(model.grounder)}

@@ -24,7 +24,9 @@ class TrainingData:
     """Labelled manifests per split (``train``, ``val``, then test sets), their class indices and provenance.
 
     Attributes:
-        groups: nuisance group per row for ``train``/``val`` (balancing).
+        groups: nuisance group per row of every split (balancing, nuisance adjustment).
+        nuisance: ``{"column": ..., "groups": {value: group} | None}``: how a manifest row's group is found
+            (saved with the model so predictions on new manifests find the same groups).
         provenance: what the data was (hashes, not paths or ids: artifacts are shared).
     """
 
@@ -33,6 +35,7 @@ class TrainingData:
     manifests: dict[str, Manifest]
     y: dict[str, np.ndarray]
     groups: dict[str, np.ndarray]
+    nuisance: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
 
 
@@ -138,12 +141,20 @@ def training_data(cfg: DataConfig, *, data_root=None) -> TrainingData:
         if len(np.unique(y[s])) < 2:
             raise DataError(f"the {s} split holds a single class after the label map; it needs at least two "
                             "(adjust the split or the label map)", path=manifests[s].source, field="label")
-    col = cfg.balance_column
-    groups = {s: manifests[s].frame[col].astype(str).to_numpy() if col in manifests[s].frame.columns else
-              np.full(len(manifests[s]), "all") for s in ("train", "val")}
-    return TrainingData(list(label_map), label_map, manifests, y, groups,
+    nuisance = {"column": cfg.balance_column, "groups": None}
+    groups = {s: nuisance_groups_of(m.frame, nuisance) for s, m in manifests.items()}
+    return TrainingData(list(label_map), label_map, manifests, y, groups, nuisance,
                         {"source": source, "seed": cfg.seed, "split_hash": split_hash(manifests),
                          "counts": {s: np.bincount(v, minlength=len(label_map)).tolist() for s, v in y.items()}})
+
+
+def nuisance_groups_of(frame: pd.DataFrame, nuisance: dict) -> np.ndarray | None:
+    """Each row's nuisance group under a saved ``{"column", "groups"}`` spec (``None`` without the column)."""
+    col, mapping = nuisance.get("column"), nuisance.get("groups")
+    if not col or col not in frame.columns:
+        return None
+    values = frame[col].astype(str).str.strip()
+    return (values.map(lambda v: mapping.get(v, "other")) if mapping else values).to_numpy()
 
 
 def split_hash(manifests: dict[str, Manifest]) -> str:
@@ -158,7 +169,10 @@ def _protocol_data(cfg: DataConfig, data_root) -> TrainingData:
     sp = build_splits(load_protocol_manifest(proto, data_root, SkipLog()), proto, cfg.seed)
     manifests = {s: sp.manifest.subset(idx) for s, idx in sp.index.items()}
     y = {s: sp.y[idx] for s, idx in sp.index.items()}
-    groups = {s: nuisance_groups(proto, manifests[s].frame) for s in ("train", "val")}
-    return TrainingData(proto.classes, proto.label_map, manifests, y, groups,
+    split = proto.split
+    nuisance = {"column": split.nuisance,
+                "groups": {v: g for g, vals in split.groups.items() for v in vals} if hasattr(split, "groups") else None}
+    groups = {s: nuisance_groups(proto, m.frame) for s, m in manifests.items()}
+    return TrainingData(proto.classes, proto.label_map, manifests, y, groups, nuisance,
                         {"source": {"kind": "protocol", "protocol": proto.name}, "seed": cfg.seed,
                          "split_hash": sp.fingerprint(), "counts": sp.counts()})

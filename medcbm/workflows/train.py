@@ -21,7 +21,7 @@ from medcbm.data.samples import LabelledSplit
 from medcbm.errors import DataError
 from medcbm.metrics import split_metrics, subgroup_metrics
 from medcbm.workflows.config import TrainConfig
-from medcbm.workflows.data import training_data
+from medcbm.workflows.data import nuisance_groups_of, training_data
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +45,13 @@ def train_cbm(cfg: TrainConfig, *, data_root=None, cache_dir: str | os.PathLike 
     train, val = (LabelledSplit(X[s], data.y[s], frames[s], spec.name, data.groups[s]) for s in ("train", "val"))
     ctx = GroundingContext(data_root=data_root, cache_dir=cache_dir, progress=progress)
     model = fit_cbm(recipe, train, val, classes=data.classes, ctx=ctx, seed=cfg.data.seed)
-    metrics = {s: split_metrics(data.y[s], model.predict_proba(X[s]), n_boot=200) for s in X if s != "train"}
+    metrics = {s: split_metrics(data.y[s], model.predict_proba(X[s], data.groups[s]), n_boot=200)
+               for s in X if s != "train"}
     provenance = {
         "name": cfg.name,
         "data": data.provenance,
         "label_map": data.label_map,
+        "nuisance": data.nuisance,
         "grounding": _grounding_provenance(model),
         "metrics": metrics,
     }
@@ -88,11 +90,23 @@ def evaluate_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=
     spec = backbone_from_meta(meta)
     manifest, y = _mapped_labels(manifest, meta)
     X = extract_features(manifest, spec, cache_dir=cache_dir, progress=progress).X
-    proba = model.predict_proba(X)
+    proba = model.predict_proba(X, _groups(model, manifest, meta))
     res = split_metrics(y, proba)
     res["subgroups"] = subgroup_metrics(y, proba, manifest.frame)
     res["model"] = str(model_dir)
     return res
+
+
+def _groups(model: KnowledgeCBM, manifest: Manifest, meta: dict):
+    """The manifest rows' nuisance groups, for a model that adjusts concepts per group (else ``None``)."""
+    if getattr(model, "offsets_", None) is None:
+        return None
+    nuisance = meta["provenance"].get("nuisance") or {}
+    groups = nuisance_groups_of(manifest.frame, nuisance)
+    if groups is None:
+        logger.warning("the manifest has no '%s' column: concept activations are not adjusted for the site",
+                       nuisance.get("column"))
+    return groups
 
 
 def predict_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=None, top_k: int = 3,
@@ -100,9 +114,10 @@ def predict_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=N
     """Per-image class probabilities, concept probabilities and the top concept contributions."""
     model, meta = load_cbm(model_dir)
     X = extract_features(manifest, backbone_from_meta(meta), cache_dir=cache_dir, progress=progress).X
-    proba = model.predict_proba(X)
-    P = model.predict_concepts(X)
-    contrib = model.contributions(X)
+    groups = _groups(model, manifest, meta)
+    proba = model.predict_proba(X, groups)
+    P = model.predict_concepts(X, groups)
+    contrib = model.contributions(X, groups)
     pred = proba.argmax(1)
     rows = []
     for i in range(len(X)):

@@ -135,3 +135,37 @@ def test_artifact_roundtrip_and_refusals(setup, tmp_path):
     (tmp_path / "model" / "model.safetensors").write_bytes(bytes(raw))
     with pytest.raises(DataError, match="checksum"):
         load_cbm(tmp_path / "model")
+
+
+def test_concept_offsets_remove_a_site_shift():
+    """A concept that reads +0.3 at one site for both classes loses that offset; unknown sites stay as they are."""
+    from medcbm.bottleneck.nuisance import ConceptOffsets
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(100, int), np.ones(100, int)]
+    g = np.where(rng.random(200) < np.where(y == 1, 0.9, 0.1), "a", "b")  # site tied to the class
+    P = np.c_[0.2 + 0.4 * y + 0.3 * (g == "a") + rng.normal(0, 0.02, 200), 0.5 + rng.normal(0, 0.02, 200)]
+    off = ConceptOffsets.fit(P, y, g)
+    assert off.groups == ["a", "b"]
+    np.testing.assert_allclose(off.offsets[0, 0] - off.offsets[1, 0], 0.3, atol=0.02)
+    Q = off.apply(P, g)
+    within = [Q[(y == c) & (g == "a"), 0].mean() - Q[(y == c) & (g == "b"), 0].mean() for c in (0, 1)]
+    assert np.abs(within).max() < 0.02  # the site no longer moves the concept within a class
+    assert abs((Q[y == 1, 0].mean() - Q[y == 0, 0].mean()) - 0.4) < 0.05  # the class signal stays
+    np.testing.assert_array_equal(off.apply(P, np.full(200, "c")), P)
+    np.testing.assert_array_equal(off.apply(P, None), P)
+
+
+def test_nuisance_adjusted_cbm_roundtrip(setup, tmp_path):
+    probes, X, y, sites, classes, prior = setup
+    m = KnowledgeCBM(probes, classes=classes, prior=prior, nuisance_adjust=True)
+    with pytest.raises(ConfigError, match="nuisance groups"):
+        m.fit(X["train"], y["train"], X["val"], y["val"])
+    m.fit(X["train"], y["train"], X["val"], y["val"], groups=sites["train"], val_groups=sites["val"])
+    assert m.offsets_ is not None and set(m.offsets_.groups) == {"rosendahl", "vidir"}
+    adj, raw = m.predict_proba(X["test_ood"], sites["test_ood"]), m.predict_proba(X["test_ood"])
+    assert not np.allclose(adj, raw)
+    save_cbm(m, tmp_path / "model", backbone=get_backbone_spec("efficientnet_lite0"))
+    again, meta = load_cbm(tmp_path / "model")
+    assert meta["offset_groups"] == m.offsets_.groups
+    np.testing.assert_allclose(again.predict_proba(X["test_ood"], sites["test_ood"]), adj, rtol=1e-5)

@@ -8,6 +8,7 @@ import pytest
 
 from medcbm.bottleneck.config import AnnotationSource, CBMConfig, ReportSource
 from medcbm.bottleneck.grounders import GroundingContext, load_annotation_dataset, report_probes
+from medcbm.data.manifest import Manifest
 from medcbm.data.samples import LabelledSplit
 from medcbm.errors import ConfigError, DataError
 from medcbm.workflows.config import TrainConfig, load_train_config
@@ -148,3 +149,37 @@ def test_example_configs_validate(name, tmp_path):
     if name == "dicom-folder":
         assert recipe.prior == str(tmp_path / "our-dicom" / "prior.yaml")
         assert recipe.grounding.sources[0].dataset == str(tmp_path / "our-dicom" / "annotations.csv")
+
+
+def test_pooled_sources_and_site_offsets_on_real_data(own_manifest, data_root, feature_cache, tmp_path):
+    """PH2 + a Derm7pt subset as one probe layer (shared concepts pooled), site offsets removed, saved and reloaded."""
+    from medcbm.bottleneck.priors import shipped_prior_file
+    from medcbm.data.importers import import_dataset
+    from medcbm.workflows.train import predict_cbm
+
+    d7 = import_dataset("derm7pt", data_root)
+    sub = d7.absolute_frame().iloc[::7]  # 145 images: a small annotated set of one's own
+    sub.to_csv(tmp_path / "d7.csv", index=False)
+    path, df = own_manifest
+    overrides = {"grounding": {"backbone": "efficientnet_lite0", "sources": [
+        {"kind": "annotations", "dataset": "ph2"},
+        {"kind": "annotations", "dataset": str(tmp_path / "d7.csv"),
+         "concepts": ["blue_whitish_veil", "streaks", "pigment_network_typical", "melanoma_pattern"],
+         "prior": str(shipped_prior_file("derm7pt"))}]},
+        "nuisance_adjust": True}
+    cfg = TrainConfig(name="pooled", out_dir=str(tmp_path / "model"), data={"manifest": str(path), "split": "column"},
+                      model="cbm", overrides=overrides)
+    model, prov = train_cbm(cfg, data_root=data_root, cache_dir=feature_cache, progress=False)
+    probes = model.grounder
+    assert probes.sources_["ph2"][:2] == ["asymmetry", "asymmetry_full"] and "pigment_network_typical" in probes.all_concepts_
+    # one probe for a concept both datasets annotate; Derm7pt-only concepts come from the Derm7pt images alone
+    assert probes.all_concepts_.count("blue_whitish_veil") == 1
+    assert set(model.offsets_.groups) == set(df["site"])  # this manifest's own sites
+    assert prov["nuisance"] == {"column": "site", "groups": None}
+    assert prov["metrics"]["test"]["auroc"] > 0.6
+    m = pd.read_csv(path)
+    pred = predict_cbm(tmp_path / "model", Manifest(m),
+                       cache_dir=feature_cache, progress=False)
+    no_site = predict_cbm(tmp_path / "model", Manifest(
+        m.drop(columns="site")), cache_dir=feature_cache, progress=False)
+    assert len(pred) == 160 and not np.allclose(pred["p_malignant"], no_site["p_malignant"])
