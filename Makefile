@@ -29,6 +29,9 @@ bench: $(STAMP)
 	mkdir -p runs/bench
 	$(BIN)/medcbm bench features --json runs/bench/features.json
 	$(BIN)/medcbm bench shift --protocol ham10000-site-confounded --seeds 5 --json runs/bench/shift.json
+	$(BIN)/medcbm bench shift --protocol ham10000-bodysite-confounded --seeds 5 -m linear_probe -m linear_probe_balanced \
+		-m cbm -m cbm_ph2_only -m cbm_no_nuisance_adjust --json runs/bench/shift_bodysite.json
+	$(BIN)/medcbm bench shift --protocol covid-cxr-view-holdout --seeds 5 --json runs/bench/shift_covid_cxr.json
 	$(BIN)/medcbm bench concepts --json runs/bench/concepts.json
 	$(BIN)/medcbm bench retrieval --json runs/bench/retrieval.json
 

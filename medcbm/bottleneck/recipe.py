@@ -64,6 +64,18 @@ def resolve_prior(cfg: CBMConfig, classes: Sequence[str]) -> tuple[dict | None, 
                    "prior_references": refs}
 
 
+def check_prior_concepts(cfg: CBMConfig, prior: dict | None, grounder) -> None:
+    """A prior file the user names must only name concepts some grounding source provides (typos, stale files)."""
+    if prior is None or cfg.prior in ("expert", "bank"):
+        return  # shipped priors cover a dataset's whole vocabulary, of which a recipe may use a subset
+    parts = [getattr(p, "inner", p) for p in getattr(grounder, "parts", [grounder])]
+    known = {c for p in parts for c in getattr(p, "all_concepts_", p.concept_names_)}
+    unknown = sorted({k for entries in prior.values() for k in entries} - known)
+    if unknown:
+        raise ConfigError(f"prior {cfg.prior} names concepts {unknown} that no grounding source provides "
+                          f"(they provide {sorted(known)}); fix the names or the sources")
+
+
 def concept_links(cfg: CBMConfig, concepts: Sequence[str]) -> dict[str, list[dict]]:
     """Per model concept, the bank entries grounded to it (id, question, evidence passages) — for audits."""
     bank = load_recipe_bank(cfg)
@@ -135,6 +147,7 @@ def fit_cbm(cfg: CBMConfig, train: LabelledSplit, val: LabelledSplit, *, classes
     X_train, X_val = split_features(train, backbone, ctx), split_features(val, backbone, ctx)
     grounder = build_grounder(cfg, train, X_train, ctx, seed)
     prior, prior_prov = resolve_prior(cfg, classes)
+    check_prior_concepts(cfg, prior, grounder)
     if cfg.grounding.concepts is not None:
         missing = [c for c in cfg.grounding.concepts if c not in grounder.concept_names_]
         if missing:

@@ -183,3 +183,16 @@ def test_pooled_sources_and_site_offsets_on_real_data(own_manifest, data_root, f
     no_site = predict_cbm(tmp_path / "model", Manifest(
         m.drop(columns="site")), cache_dir=feature_cache, progress=False)
     assert len(pred) == 160 and not np.allclose(pred["p_malignant"], no_site["p_malignant"])
+
+
+def test_prior_naming_unknown_concepts(ph2_features, tmp_path):
+    from medcbm.bottleneck.recipe import check_prior_concepts
+    from medcbm.concepts.grounding.probes import ConceptProbes
+
+    X, C, names = ph2_features
+    probes = ConceptProbes(C_grid=(1e-2,), n_folds=3).fit(X, C, names)
+    p = tmp_path / "prior.yaml"
+    cfg = CBMConfig(prior=str(p))
+    check_prior_concepts(cfg, {"malignant": {"streaks": 1}, "benign": {"streaks": -1}}, probes)
+    with pytest.raises(ConfigError, match=r"names concepts \['streak'\] that no grounding source provides"):
+        check_prior_concepts(cfg, {"malignant": {"streak": 1}}, probes)
