@@ -78,7 +78,7 @@ def test_predictions_parquet_and_label_safety(small_protocol, data_root, feature
     assert pd.read_parquet(tmp_path / "predictions.parquet").equals(preds)
     assert list(preds.columns[:4]) == ["id", "seed", "split", "method"]
     assert {"p_benign", "p_malignant"} <= set(preds.columns)
-    assert (preds.groupby("split").size() == {"val": 100, "test_id": 100, "test_ood": 100}).all()
+    assert preds.groupby("split").size().to_dict() == {"val": 100, "test_id": 100, "test_ood": 100}
     np.testing.assert_allclose(preds[["p_benign", "p_malignant"]].sum(1), 1, rtol=1e-6)
     # the harness scored exactly these probabilities
     ood = preds[preds.split == "test_ood"]

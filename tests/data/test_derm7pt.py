@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from medcbm.data.derm7pt_vocab import (CONCEPT_PREFIX, DERM7PT_CONCEPTS, DERM7PT_CRITERIA, DERM7PT_DIAGNOSES,
-                                       SHARED_WITH_PH2)
+                                       DERM7PT_PATTERN_CONCEPTS, SHARED_WITH_PH2)
 from medcbm.data.importers import import_dataset, import_derm7pt
 from medcbm.data.manifest import SkipLog
 from medcbm.data.ph2_vocab import PH2_CONCEPTS
@@ -164,13 +164,16 @@ def test_expert_prior_names_only_derm7pt_concepts_and_agrees_with_ph2():
     from medcbm.bottleneck.priors import load_prior_file
 
     prior, refs = load_prior_file(REPO / "knowledge" / "priors" / "derm7pt_benign_malignant.yaml")
-    assert set(prior) == {"benign", "malignant"} and set(prior["malignant"]) == set(DERM7PT_CONCEPTS) == set(refs)
+    vocab = set(DERM7PT_CONCEPTS) | set(DERM7PT_PATTERN_CONCEPTS)
+    assert set(prior) == {"benign", "malignant"} and set(prior["malignant"]) == vocab == set(refs)
     mal = prior["malignant"]
     assert mal["vascular_arborizing"] == 1 and mal["vascular_comma"] == -1 and mal["pigment_network_typical"] == -1
     assert all(prior["benign"][k] == -v for k, v in mal.items())
     ph2, _ = load_prior_file(REPO / "knowledge" / "priors" / "ph2_benign_malignant.yaml")
     # a concept shared with PH2 is one concept: both reviewed priors must give it the same sign
-    assert {k: mal[k] for k in SHARED_WITH_PH2} == {k: ph2["malignant"][k] for k in SHARED_WITH_PH2}
+    shared = [*SHARED_WITH_PH2, "melanoma_pattern"]
+    assert {k: mal[k] for k in shared} == {k: ph2["malignant"][k] for k in shared}
+    assert mal["bcc_pattern"] == 1 and mal["keratosis_pattern"] == -1
 
 
 def test_bank_concepts_ground_to_derm7pt(tmp_path):

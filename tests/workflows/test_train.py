@@ -38,7 +38,7 @@ def own_manifest(ham_manifest, tmp_path_factory):
 def test_train_on_a_manifest_with_a_split_column(own_manifest, data_root, feature_cache, tmp_path):
     path, df = own_manifest
     cfg = TrainConfig(name="own", out_dir=str(tmp_path / "model"),
-                      data={"manifest": str(path), "split": "column"}, model="cbm", overrides=FAST)
+                      data={"manifest": str(path), "split": "column"}, model="cbm_ph2_only", overrides=FAST)
     model, prov = train_cbm(cfg, data_root=data_root, cache_dir=feature_cache, progress=False)
     assert model.classes == ["benign", "malignant"]
     assert set(prov["metrics"]) == {"val", "test"} and prov["metrics"]["test"]["n"] == 32
