@@ -79,7 +79,7 @@ def test_predictions_parquet_and_label_safety(small_protocol, data_root, feature
     assert list(preds.columns[:4]) == ["id", "seed", "split", "method"]
     assert {"p_benign", "p_malignant"} <= set(preds.columns)
     assert preds.groupby("split").size().to_dict() == {"val": 100, "test_id": 100, "test_ood": 100}
-    np.testing.assert_allclose(preds[["p_benign", "p_malignant"]].sum(1), 1, rtol=1e-6)
+    np.testing.assert_allclose(preds[["p_benign", "p_malignant"]].sum(axis=1), 1, rtol=1e-6)
     # the harness scored exactly these probabilities
     ood = preds[preds.split == "test_ood"]
     y = manifest.set_index("id").loc[ood["id"], "malignant"].to_numpy()
