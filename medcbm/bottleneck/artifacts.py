@@ -83,8 +83,9 @@ def load_cbm(model_dir: str | os.PathLike, *, expect_backbone: BackboneSpec | No
     t = load_file(str(d / "model.safetensors"))
     grounder = grounder_from_state({k[len("grounder."):]: v for k, v in t.items() if k.startswith("grounder.")},
                                    meta["grounder"])
+    adjusted = meta.get("offset_groups") is not None
     model = KnowledgeCBM(grounder, classes=meta["classes"], config=BottleneckConfig(**meta["config"]),
-                         concepts=meta["concepts"])
+                         concepts=meta["concepts"], nuisance_adjust=adjusted)
     model.concept_names_, model.config_ = meta["concepts"], model.config
     model.recipe_ = meta.get("recipe", {})
     model.backbone_ = meta["backbone"]["name"]
@@ -92,8 +93,7 @@ def load_cbm(model_dir: str | os.PathLike, *, expect_backbone: BackboneSpec | No
     model.W_, model.b_ = t["bottleneck.W"], t["bottleneck.b"]
     model.p_mean_, model.p_scale_ = t["bottleneck.p_mean"], t["bottleneck.p_scale"]
     model.fit_info_ = meta["fit_info"]
-    model.nuisance_adjust = meta.get("offset_groups") is not None
-    model.offsets_ = ConceptOffsets(meta["offset_groups"], t["bottleneck.offsets"]) if model.nuisance_adjust else None
+    model.offsets_ = ConceptOffsets(meta["offset_groups"], t["bottleneck.offsets"]) if adjusted else None
     return model, meta
 
 

@@ -119,9 +119,6 @@ class CBMConfig(BaseModel):
         nuisance_adjust: subtract each nuisance group's within-class concept offset, estimated on the training
             images, before the bottleneck and at prediction (from the images' site); see
             :mod:`medcbm.bottleneck.nuisance`.
-        max_nuisance_shift: drop concepts whose mean activation differs between the training data's nuisance
-            groups, within a class, by more than this many standard deviations (they read the site, not the
-            lesion); ``null`` keeps every concept.
         bottleneck: the linear layer's hyper-parameters.
     """
 
@@ -133,7 +130,6 @@ class CBMConfig(BaseModel):
     prior_rule: Literal["contrastive", "vote"] = "contrastive"
     balance: bool = True
     nuisance_adjust: bool = False
-    max_nuisance_shift: float | None = Field(None, gt=0)
     bottleneck: BottleneckConfig = Field(default_factory=BottleneckConfig)
 
     def with_overrides(self, overrides: dict[str, Any]) -> "CBMConfig":

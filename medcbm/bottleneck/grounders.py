@@ -159,7 +159,7 @@ def report_probes(source: ReportSource, train: LabelledSplit, X: np.ndarray, cfg
     return ProjectedGrounder.from_pca(probes, pca) if pca is not None else probes
 
 
-def vlm_grounder(source: VLMSource, cfg: CBMConfig, X: np.ndarray, train: LabelledSplit) -> ConceptGrounder:
+def vlm_grounder(source: VLMSource, cfg: CBMConfig) -> ConceptGrounder:
     """Zero-shot scores for the bank's questions; the grounding backbone must be the VLM itself."""
     from medcbm.backbones import create_backbone
     from medcbm.concepts.grounding.vlm import VLMConceptGrounder
@@ -196,7 +196,7 @@ def build_grounder(cfg: CBMConfig, train: LabelledSplit, X_train: np.ndarray, ct
         if isinstance(s, ReportSource):
             parts.append(report_probes(s, train, X_train, cfg, seed))
         elif isinstance(s, VLMSource):
-            parts.append(vlm_grounder(s, cfg, X_train, train))
+            parts.append(vlm_grounder(s, cfg))
     return parts[0] if len(parts) == 1 else ConceptUnion(parts)
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-
-import numpy as np
 from typing import Sequence
 
 from medcbm._io import sha256_file
@@ -68,8 +66,7 @@ def check_prior_concepts(cfg: CBMConfig, prior: dict | None, grounder) -> None:
     """A prior file the user names must only name concepts some grounding source provides (typos, stale files)."""
     if prior is None or cfg.prior in ("expert", "bank"):
         return  # shipped priors cover a dataset's whole vocabulary, of which a recipe may use a subset
-    parts = [getattr(p, "inner", p) for p in getattr(grounder, "parts", [grounder])]
-    known = {c for p in parts for c in getattr(p, "all_concepts_", p.concept_names_)}
+    known = {c for p in grounder.leaves() for c in getattr(p, "all_concepts_", p.concept_names_)}
     unknown = sorted({k for entries in prior.values() for k in entries} - known)
     if unknown:
         raise ConfigError(f"prior {cfg.prior} names concepts {unknown} that no grounding source provides "
@@ -98,36 +95,6 @@ def concept_links(cfg: CBMConfig, concepts: Sequence[str]) -> dict[str, list[dic
     return links
 
 
-def nuisance_shift(P: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Per concept, the largest within-class difference of mean activation between two nuisance groups,
-    in units of the concept's standard deviation (a standardised mean difference)."""
-    sd = P.std(0) + 1e-6
-    out = np.zeros(P.shape[1])
-    for c in np.unique(y):
-        means = [P[(y == c) & (groups == g)].mean(0) for g in np.unique(groups[y == c])
-                 if ((y == c) & (groups == g)).sum() >= 5]  # tiny cells give noisy means
-        if len(means) > 1:
-            out = np.maximum(out, (np.max(means, 0) - np.min(means, 0)) / sd)
-    return out
-
-
-def nuisance_stable_concepts(grounder, X: np.ndarray, train: LabelledSplit, max_shift: float,
-                             concepts: list[str] | None) -> list[str]:
-    """The concepts (of ``concepts``, default all) whose activation does not track the nuisance groups."""
-    if train.groups is None:
-        raise ConfigError("max_nuisance_shift needs the training split's nuisance groups (e.g. a site column)")
-    names = list(grounder.concept_names_)
-    shift = nuisance_shift(grounder.predict_concepts(X), train.y, np.asarray(train.groups).astype(str))
-    keep = [n for n, d in zip(names, shift) if d <= max_shift and (concepts is None or n in concepts)]
-    dropped = {n: round(float(d), 2) for n, d in zip(names, shift) if d > max_shift}
-    if dropped:
-        logger.info("dropped %d concepts whose activation tracks the nuisance groups: %s", len(dropped), dropped)
-    if not keep:
-        raise ConfigError(f"every concept shifts with the nuisance groups by more than {max_shift} SD; raise "
-                          "max_nuisance_shift or set it to null")
-    return keep
-
-
 def fit_cbm(cfg: CBMConfig, train: LabelledSplit, val: LabelledSplit, *, classes: Sequence[str],
             ctx: GroundingContext | None = None, seed: int = 0) -> KnowledgeCBM:
     """Build and fit the recipe's CBM on labelled train/val splits.
@@ -153,8 +120,6 @@ def fit_cbm(cfg: CBMConfig, train: LabelledSplit, val: LabelledSplit, *, classes
         if missing:
             logger.info("concepts %s are not in the concept layer (weak or absent); the bottleneck uses the rest", missing)
     concepts = None if cfg.grounding.concepts is None else [c for c in cfg.grounding.concepts if c in grounder.concept_names_]
-    if cfg.max_nuisance_shift is not None:
-        concepts = nuisance_stable_concepts(grounder, X_train, train, cfg.max_nuisance_shift, concepts)
     weights = balance_weights(train, val) if cfg.balance else {}
     model = KnowledgeCBM(grounder, classes=list(classes), prior=prior, config=cfg.bottleneck, concepts=concepts,
                          nuisance_adjust=cfg.nuisance_adjust)

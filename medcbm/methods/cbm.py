@@ -85,10 +85,8 @@ def run_recipe(cfg: CBMConfig, data: MethodInput) -> MethodOutput:
 
 def probe_summary(grounder) -> dict:
     """CV AUROC and flagged concepts of every probe layer inside a (possibly composed) grounder."""
-    parts = getattr(grounder, "parts", [grounder])
     out: dict = {"cv_auc": {}, "flagged": {}}
-    for p in parts:
-        p = getattr(p, "inner", p)
+    for p in grounder.leaves():
         out["cv_auc"].update(getattr(p, "cv_auc_", {}))
         out["flagged"].update(getattr(p, "flagged_", {}))
     return out

@@ -65,8 +65,7 @@ def _grounding_provenance(model: KnowledgeCBM) -> dict:
     """What the concept layer was fitted on: annotation datasets and their concepts, probe CV AUROC, flags."""
     from medcbm.methods.cbm import probe_summary
 
-    parts = [getattr(p, "inner", p) for p in getattr(model.grounder, "parts", [model.grounder])]
-    sources = {k: v for p in parts for k, v in (getattr(p, "sources_", None) or {}).items()}
+    sources = {k: v for p in model.grounder.leaves() for k, v in (getattr(p, "sources_", None) or {}).items()}
     return {"kind": model.grounder.kind, "sources": sources or None, **probe_summary(model.grounder)}
 
 

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from medcbm.bottleneck.config import AnnotationSource, CBMConfig, ReportSource
 from medcbm.bottleneck.grounders import GroundingContext, load_annotation_dataset, report_probes
@@ -72,7 +73,7 @@ def test_automatic_split_and_separate_manifests(own_manifest, tmp_path):
 
 def test_bad_data_gets_one_clear_line(own_manifest, tmp_path):
     path, df = own_manifest
-    with pytest.raises(Exception, match="split: column"):
+    with pytest.raises(ValidationError, match="split: column"):
         TrainConfig(name="x", data={"manifest": str(path)})
     df.drop(columns="split").to_csv(tmp_path / "nosplit.csv", index=False)
     with pytest.raises(DataError, match=r"no 'split' column.*split: auto"):

@@ -69,6 +69,10 @@ class ConceptGrounder(ABC):
     def predict_concepts(self, X: np.ndarray) -> np.ndarray:
         """Calibrated probability that each concept is present."""
 
+    def leaves(self) -> list["ConceptGrounder"]:
+        """The fitted grounders inside this one (itself, unless it composes others): where probe statistics live."""
+        return [self]
+
     def get_state(self) -> tuple[dict[str, np.ndarray], dict]:  # pragma: no cover - overridden
         """Tensors and JSON metadata that reconstruct the fitted grounder (for safetensors artifacts)."""
         raise NotImplementedError(f"{type(self).__name__} cannot be saved")

@@ -39,6 +39,9 @@ class ProjectedGrounder(ConceptGrounder):
     def predict_concepts(self, X: np.ndarray) -> np.ndarray:
         return self.inner.predict_concepts(self.project(X))
 
+    def leaves(self) -> list[ConceptGrounder]:
+        return self.inner.leaves()
+
     def get_state(self) -> tuple[dict[str, np.ndarray], dict]:
         t, meta = self.inner.get_state()
         tensors = {"pca_mean": self.mean, "pca_components": self.components, **{f"inner.{k}": v for k, v in t.items()}}
@@ -67,6 +70,9 @@ class ConceptUnion(ConceptGrounder):
 
     def predict_concepts(self, X: np.ndarray) -> np.ndarray:
         return np.concatenate([p.predict_concepts(X) for p in self.parts], axis=1)
+
+    def leaves(self) -> list[ConceptGrounder]:
+        return [leaf for p in self.parts for leaf in p.leaves()]
 
     def get_state(self) -> tuple[dict[str, np.ndarray], dict]:
         tensors, metas = {}, []
