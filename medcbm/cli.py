@@ -31,12 +31,14 @@ from medcbm.data.cli import app as data_app  # noqa: E402
 from medcbm.knowledge.cli import app as knowledge_app  # noqa: E402
 from medcbm.knowledge.cli import register_bench as register_knowledge_bench  # noqa: E402
 from medcbm.workflows.cli import register as register_model_commands  # noqa: E402
+from medcbm.workflows.cli import register_adapt as register_adapt_commands  # noqa: E402
 
 app.add_typer(concepts_app, name="concepts")
 app.add_typer(data_app, name="data")
 app.add_typer(knowledge_app, name="knowledge")
 register_model_bench(bench_app)
 register_model_commands(app)
+register_adapt_commands(app)
 register_knowledge_bench(bench_app)
 
 

@@ -7,6 +7,7 @@ from medcbm.errors import RegistryError
 
 
 def _registries():
+    from medcbm.adapt import ADAPTERS
     from medcbm.backbones._registry import BACKBONES
     from medcbm.concepts.backends.base import BACKENDS
     from medcbm.concepts.grounding.base import GROUNDERS
@@ -14,11 +15,11 @@ def _registries():
     from medcbm.knowledge.embedders import EMBEDDERS
     from medcbm.methods import METHODS
 
-    return {"backbone": BACKBONES, "concept backend": BACKENDS, "grounder": GROUNDERS, "dataset": IMPORTERS,
+    return {"adapter": ADAPTERS, "backbone": BACKBONES, "concept backend": BACKENDS, "grounder": GROUNDERS, "dataset": IMPORTERS,
             "embedder": EMBEDDERS, "method": METHODS}
 
 
-@pytest.mark.parametrize("kind", ["backbone", "concept backend", "grounder", "dataset", "embedder", "method"])
+@pytest.mark.parametrize("kind", ["adapter", "backbone", "concept backend", "grounder", "dataset", "embedder", "method"])
 def test_every_registry_lists_its_names_in_errors(kind):
     reg = _registries()[kind]
     assert isinstance(reg, Registry) and reg.kind == kind

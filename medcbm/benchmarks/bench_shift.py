@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ import pandas as pd
 
 from medcbm._io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_safe
 from medcbm.backbones import get_backbone_spec
-from medcbm.backbones.features import extract_features
-from medcbm.data.manifest import SkipLog, save_manifest
+from medcbm.backbones._registry import BackboneSpec
+from medcbm.backbones.features import Features, extract_features
+from medcbm.data.manifest import Manifest, SkipLog, save_manifest
 from medcbm.data.samples import LabelledSplit, UnlabelledSplit
 from medcbm.methods.registry import MethodContext, MethodInput, MethodOutput, get_method
 from medcbm.metrics import mean_std, shift_summary, split_metrics, subgroup_metrics
@@ -40,6 +42,57 @@ def method_input(proto: Protocol, sp: Splits, X: dict[str, np.ndarray], frames: 
     test = {s: UnlabelledSplit.from_frame(X[s], frames[s], name, keep=(proto.split.nuisance,),
                                           groups=nuisance_groups(proto, frames[s])) for s in TEST_SPLITS}
     return MethodInput(labelled("train"), labelled("val"), test, proto.classes, sp.seed, context)
+
+
+@dataclass
+class ProtocolData:
+    """A protocol's label-mapped manifest, per-seed splits and the features of every image they use."""
+
+    proto: Protocol
+    spec: BackboneSpec
+    splits: dict[int, Splits]
+    base: Manifest
+    feats: Features
+    pos: np.ndarray
+    frame: pd.DataFrame
+    context: MethodContext
+    skips: SkipLog
+
+    def seed_data(self, seed: int) -> tuple[dict, dict, dict, MethodInput]:
+        """``(X, y, frames, method input)`` per split of one seed; ``y`` stays with the harness."""
+        sp = self.splits[seed]
+        X = {k: self.feats.X[self.pos[v]] for k, v in sp.index.items()}
+        y = {k: sp.y[v] for k, v in sp.index.items()}
+        frames = {k: self.frame.iloc[v].reset_index(drop=True) for k, v in sp.index.items()}
+        return X, y, frames, method_input(self.proto, sp, X, frames, self.context)
+
+
+def load_protocol_data(protocol: str | Protocol, *, seeds: list[int] | int | None = None, data_root=None,
+                       cache_dir: str | os.PathLike | None = "runs/cache/features", progress: bool = True) -> ProtocolData:
+    """Build the protocol's splits for ``seeds`` (explicit, a count, or ``None`` = all) and extract features."""
+    proto = load_protocol(protocol) if not isinstance(protocol, Protocol) else protocol
+    if seeds is None:
+        seed_list = list(proto.seeds)
+    elif isinstance(seeds, int):
+        seed_list = (list(proto.seeds) + list(range(max(proto.seeds) + 1, max(proto.seeds) + 1 + seeds)))[:seeds]
+    else:
+        seed_list = list(seeds)
+    skips = SkipLog()
+    manifest = load_protocol_manifest(proto, data_root, skips)
+    splits = {s: build_splits(manifest, proto, s) for s in seed_list}
+    base = splits[seed_list[0]].manifest  # every seed shares the label-mapped manifest
+    used = np.unique(np.concatenate([np.concatenate(list(sp.index.values())) for sp in splits.values()]))
+    spec = get_backbone_spec(proto.backbone)
+    sub = base.subset(used)
+    feats = extract_features(sub, spec, cache_dir=cache_dir, progress=progress, skips=skips)
+    if len(feats.manifest) != len(sub):
+        lost = set(sub.frame["id"]) - set(feats.manifest.frame["id"])
+        raise RuntimeError(f"{len(lost)} images failed to load; see the skip log")
+    pos = np.full(len(base), -1)
+    pos[used] = np.arange(len(used))
+    ctx = MethodContext(backbone=spec, data_root=data_root, cache_dir=cache_dir, progress=progress)
+    # methods may re-read images, so they get absolute paths
+    return ProtocolData(proto, spec, splits, base, feats, pos, base.absolute_frame(), ctx, skips)
 
 
 def prediction_rows(out: MethodOutput, frames: dict[str, pd.DataFrame], classes: list[str], *, seed: int,
@@ -92,37 +145,15 @@ def run_shift_benchmark(
     Returns:
         The results dict (the same content as ``metrics.json``).
     """
-    proto = load_protocol(protocol) if not isinstance(protocol, Protocol) else protocol
-    if seeds is None:
-        seed_list = list(proto.seeds)
-    elif isinstance(seeds, int):
-        seed_list = (list(proto.seeds) + list(range(max(proto.seeds) + 1, max(proto.seeds) + 1 + seeds)))[:seeds]
-    else:
-        seed_list = list(seeds)
-    fns = {m: get_method(m) for m in methods}
     t0 = time.perf_counter()
-    skips = SkipLog()
-    manifest = load_protocol_manifest(proto, data_root, skips)
-    splits = {s: build_splits(manifest, proto, s) for s in seed_list}
-    base = splits[seed_list[0]].manifest  # every seed shares the label-mapped manifest
-    used = np.unique(np.concatenate([np.concatenate(list(sp.index.values())) for sp in splits.values()]))
-    spec = get_backbone_spec(proto.backbone)
-    sub = base.subset(used)
-    feats = extract_features(sub, spec, cache_dir=cache_dir, progress=progress, skips=skips)
-    if len(feats.manifest) != len(sub):
-        lost = set(sub.frame["id"]) - set(feats.manifest.frame["id"])
-        raise RuntimeError(f"{len(lost)} images failed to load; see the skip log")
-    pos = np.full(len(base), -1)
-    pos[used] = np.arange(len(used))
-    ctx = MethodContext(backbone=spec, data_root=data_root, cache_dir=cache_dir, progress=progress)
-    abs_frame = base.absolute_frame()  # methods may re-read images
+    pdata = load_protocol_data(protocol, seeds=seeds, data_root=data_root, cache_dir=cache_dir, progress=progress)
+    proto, spec, splits, feats, skips = pdata.proto, pdata.spec, pdata.splits, pdata.feats, pdata.skips
+    seed_list = list(splits)
+    fns = {m: get_method(m) for m in methods}
     per_seed: dict[str, list[dict]] = {m: [] for m in methods}
     predictions: list[pd.DataFrame] = []
     for seed, sp in splits.items():
-        X = {k: feats.X[pos[v]] for k, v in sp.index.items()}
-        y = {k: sp.y[v] for k, v in sp.index.items()}
-        frames = {k: abs_frame.iloc[v].reset_index(drop=True) for k, v in sp.index.items()}
-        data = method_input(proto, sp, X, frames, ctx)
+        X, y, frames, data = pdata.seed_data(seed)
         for name, fn in fns.items():
             ts = time.perf_counter()
             out = fn(data)
@@ -155,7 +186,7 @@ def run_shift_benchmark(
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        save_manifest(base, out / "manifest.csv")
+        save_manifest(pdata.base, out / "manifest.csv")
         atomic_write_json(out / "splits.json", {str(s): {k: sp.manifest.frame["id"].iloc[v].tolist()
                                                           for k, v in sp.index.items()} for s, sp in splits.items()})
         atomic_write_json(out / "metrics.json", results)

@@ -32,6 +32,8 @@ def save_cbm(model: KnowledgeCBM, out_dir: str | os.PathLike, *, backbone: Backb
                "bottleneck.p_scale": model.p_scale_}
     if model.prior_ is not None:
         tensors["bottleneck.prior"] = model.prior_
+    if getattr(model, "class_means_", None) is not None:
+        tensors["bottleneck.class_means"] = model.class_means_
     offsets = getattr(model, "offsets_", None)
     if offsets is not None:
         tensors["bottleneck.offsets"] = offsets.offsets
@@ -89,6 +91,8 @@ def load_cbm(model_dir: str | os.PathLike, *, expect_backbone: BackboneSpec | No
     model.concept_names_, model.config_ = meta["concepts"], model.config
     model.recipe_ = meta.get("recipe", {})
     model.backbone_ = meta["backbone"]["name"]
+    model.backbone_fingerprint_ = meta["backbone_fingerprint"]
+    model.class_means_ = t.get("bottleneck.class_means")
     model.prior_ = t.get("bottleneck.prior")
     model.W_, model.b_ = t["bottleneck.W"], t["bottleneck.b"]
     model.p_mean_, model.p_scale_ = t["bottleneck.p_mean"], t["bottleneck.p_scale"]

@@ -45,7 +45,31 @@ def prior_matrix(prior: Mapping[str, Mapping[str, float]] | np.ndarray | None, c
     return M
 
 
-class KnowledgeCBM(BaseEstimator):
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+class ConceptClassifierMixin:
+    """Class predictions from ``predict_concepts`` and ``decision_function_from_concepts`` (shared by the
+    base model and adapted models)."""
+
+    def predict_proba_from_concepts(self, P: np.ndarray) -> np.ndarray:
+        return softmax(self.decision_function_from_concepts(P))
+
+    def predict_proba(self, X: np.ndarray, groups=None) -> np.ndarray:
+        return self.predict_proba_from_concepts(self.predict_concepts(X, groups))
+
+    def predict(self, X: np.ndarray, groups=None) -> np.ndarray:
+        return self.predict_proba(X, groups).argmax(1)
+
+    def score(self, X: np.ndarray, y: np.ndarray, groups=None) -> float:
+        """Accuracy."""
+        return float((self.predict(X, groups) == np.asarray(y)).mean())
+
+
+class KnowledgeCBM(ConceptClassifierMixin, BaseEstimator):
     """A concept bottleneck model with a fitted concept grounder and a KnoBo-prior linear layer.
 
     Args:
@@ -60,7 +84,8 @@ class KnowledgeCBM(BaseEstimator):
 
     Attributes (after ``fit``): ``W_`` ``(C, K)``, ``b_``, ``concept_names_``, ``prior_`` ``(C, K)``, ``fit_info_``,
     ``config_`` (the settings actually used: ``fit`` never changes ``config``, e.g. a class-balanced loss
-    switched on for extreme imbalance shows here), ``offsets_`` (:class:`ConceptOffsets` or ``None``).
+    switched on for extreme imbalance shows here), ``offsets_`` (:class:`ConceptOffsets` or ``None``),
+    ``class_means_`` ``(C, K)`` (mean training activation per class, used by :mod:`medcbm.adapt`).
     """
 
     def __init__(self, grounder: ConceptGrounder, *, classes: list[str], prior=None,
@@ -119,6 +144,9 @@ class KnowledgeCBM(BaseEstimator):
             self.offsets_ = ConceptOffsets.fit(P, y, groups)
             P, Pv = self.offsets_.apply(P, groups), self.offsets_.apply(Pv, val_groups)
             logger.info("largest concept offsets per nuisance group: %s", self.offsets_.largest(self.concept_names_))
+        # per-class source means of the (adjusted) activations: what an adapter compares a new site against
+        self.class_means_ = np.stack([P[y == c].mean(0) if (y == c).any() else P.mean(0)
+                                      for c in range(len(self.classes))]).astype(np.float32)
         fb = fit_bottleneck(P, y, Pv, y_val, n_classes=len(self.classes), prior=self.prior_, cfg=self.config_,
                             sample_weight=sample_weight, val_weight=val_weight)
         self._set_fitted(fb)
@@ -131,22 +159,6 @@ class KnowledgeCBM(BaseEstimator):
 
     def decision_function_from_concepts(self, P: np.ndarray) -> np.ndarray:
         return ((P - self.p_mean_) / self.p_scale_) @ self.W_.T + self.b_
-
-    def predict_proba_from_concepts(self, P: np.ndarray) -> np.ndarray:
-        z = self.decision_function_from_concepts(P)
-        z = z - z.max(1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(1, keepdims=True)
-
-    def predict_proba(self, X: np.ndarray, groups=None) -> np.ndarray:
-        return self.predict_proba_from_concepts(self.predict_concepts(X, groups))
-
-    def predict(self, X: np.ndarray, groups=None) -> np.ndarray:
-        return self.predict_proba(X, groups).argmax(1)
-
-    def score(self, X: np.ndarray, y: np.ndarray, groups=None) -> float:
-        """Accuracy."""
-        return float((self.predict(X, groups) == np.asarray(y)).mean())
 
     def contributions(self, X: np.ndarray, groups=None) -> np.ndarray:
         """Per-sample, per-class, per-concept contribution to the logit: ``(n, C, K)``."""

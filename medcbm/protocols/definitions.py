@@ -64,6 +64,8 @@ class SiteHoldoutSplit(BaseModel):
     test_id_frac: float = Field(0.2, gt=0, lt=1)
     group_by: str = "patient_id"
     balance_train: bool = False
+    max_per_class: dict[Literal["train", "val", "test_id", "test_ood"], int] = Field(
+        default_factory=dict, description="split -> cap on the images of each class (a random subset above it)")
 
 
 class Protocol(BaseModel):

@@ -130,6 +130,9 @@ def site_holdout_splits(manifest: Manifest, y: np.ndarray, protocol: Protocol, s
     part = {"test_id": set(pats[:n_test]), "val": set(pats[n_test : n_test + n_val]), "train": set(pats[n_test + n_val :])}
     index = {k: np.flatnonzero(ind & np.isin(groups, list(v))) for k, v in part.items()}
     index["test_ood"] = np.flatnonzero(ood)
+    for k, cap in cfg.max_per_class.items():  # a cap keeps the split's patients disjoint: it only drops rows
+        index[k] = np.sort(np.concatenate([rng.permutation(index[k][y[index[k]] == c])[:cap]
+                                           for c in np.unique(y[index[k]])]))
     for k, v in index.items():
         if len(np.unique(y[v])) < 2:
             raise ConfigError(f"split '{k}' of protocol {protocol.name} has a single class (seed {seed}); adjust fractions")

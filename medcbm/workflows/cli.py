@@ -99,3 +99,73 @@ def register(app: typer.Typer) -> None:
         atomic_write_bytes(out, df.to_csv(index=False).encode())
         console.print(df[["id", "prediction", "top_concepts"]].head(10).to_string(index=False))
         console.print(f"wrote {out} ({len(df)} rows)")
+
+
+def register_adapt(app: typer.Typer) -> None:
+    """Attach ``medcbm adapt`` and ``medcbm adaptations``."""
+
+    @app.command("adapt")
+    def adapt_cmd(
+        model: Path = typer.Option(..., "--model", "-m", help="base model folder from medcbm train"),
+        support: Path = typer.Option(..., "--support", help="labelled manifest of a few images from the new site"),
+        site: str = typer.Option(..., "--site", help="name of the new site (names the adaptation)"),
+        adapter: str = typer.Option("tfti", "--adapter", help="tfti, mask, amplify, ... (medcbm adaptations --list-adapters)"),
+        k: Optional[int] = typer.Option(None, "--k", help="require at least K images of every class"),
+        out: Optional[Path] = typer.Option(None, "--out", help="where to write it (default MODEL/adaptations/SITE)"),
+        force: bool = typer.Option(False, "--force", help="replace an existing adaptation of this site"),
+        cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
+    ) -> None:
+        """Adapt a trained CBM to a new site from a few labelled images (the base model is not changed)."""
+        from medcbm.data.manifest import load_manifest
+        from medcbm.workflows.adapt import adapt_cbm
+
+        fitted, path = adapt_cbm(model, load_manifest(support).check_files(), site=site, adapter=adapter, k=k,
+                                 out_dir=out, force=force, cache_dir=cache_dir)
+        _print_adaptation(fitted)
+        console.print(f"saved to {path}")
+
+    @app.command("adaptations")
+    def adaptations_cmd(
+        model: Optional[Path] = typer.Option(None, "--model", "-m", help="base model folder"),
+        remove: Optional[str] = typer.Option(None, "--remove", help="delete this site's adaptation"),
+        list_adapters_: bool = typer.Option(False, "--list-adapters", help="list the available adapters"),
+    ) -> None:
+        """List a model's adaptations (or remove one; or list the adapters)."""
+        from medcbm.adapt import ADAPTERS
+        from medcbm.adapt.store import list_adaptations, remove_adaptation
+        from medcbm.errors import ConfigError
+
+        if list_adapters_:
+            for name in ADAPTERS.names():
+                meta = ADAPTERS.meta(name)
+                console.print(f"{name:18s} {meta['description']}")
+            return
+        if model is None:
+            raise ConfigError("--model is required (or pass --list-adapters)")
+        if remove:
+            console.print(f"removed {remove_adaptation(model, remove)}")
+            return
+        t = Table(title=f"adaptations of {model.name}")
+        for col in ("site", "adapter", "changed", "masked", "amplified", "LOO gain", "support"):
+            t.add_column(col)
+        for r in list_adaptations(model):
+            t.add_row(r["site"], r["adapter"], str(r["changed"]), ", ".join(r["masked"]) or "-",
+                      ", ".join(r["amplified"]) or "-", f"{r['loo_gain']:+.3f}", str(r["n_support"]))
+        console.print(t)
+
+
+def _print_adaptation(fitted) -> None:
+    """The concepts an adapter changed, with their statistic and clinical question, and the LOO evidence."""
+    links = getattr(fitted.model, "recipe_", {}).get("concept_links", {})
+    sel = fitted.selection_
+    t = Table(title=f"{fitted.name}: {len(fitted.changes_)} concepts changed")
+    for col in ("concept", "action", "statistic", "factor/shift", "clinical question"):
+        t.add_column(col)
+    for c in fitted.changes_:
+        q = next((e["question"] for e in links.get(c.concept, []) if e.get("question")), "(no bank entry)")
+        t.add_row(c.concept, c.action, f"{c.statistic:+.3f}", f"{c.factor:.2f}", q)
+    console.print(t)
+    console.print(f"leave-one-shot-out balanced accuracy: {sel.identity.balanced_acc:.3f} unadapted -> "
+                  f"{sel.best.balanced_acc:.3f} best ({sel.best_params}); estimated gain {sel.gain:+.3f}")
+    if not sel.changed:
+        console.print(f"model left unchanged: {sel.reason}")

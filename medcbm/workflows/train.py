@@ -12,7 +12,8 @@ import pandas as pd
 from medcbm._io import atomic_write_json
 from medcbm.backbones import get_backbone_spec
 from medcbm.backbones.features import extract_features
-from medcbm.bottleneck.artifacts import backbone_from_meta, load_cbm, save_cbm
+from medcbm.adapt.store import load_model
+from medcbm.bottleneck.artifacts import backbone_from_meta, save_cbm
 from medcbm.bottleneck.estimator import KnowledgeCBM
 from medcbm.bottleneck.grounders import GroundingContext
 from medcbm.bottleneck.recipe import fit_cbm
@@ -54,11 +55,20 @@ def train_cbm(cfg: TrainConfig, *, data_root=None, cache_dir: str | os.PathLike 
         "nuisance": data.nuisance,
         "grounding": _grounding_provenance(model),
         "metrics": metrics,
+        # content hashes (not ids or paths) let `medcbm adapt` warn when a support image was trained on
+        "train_image_sha256": image_hashes(pd.concat([frames["train"], frames["val"]])["image"]),
     }
     out = cfg.resolved_out_dir()
     save_cbm(model, out, backbone=spec, provenance=provenance)
     atomic_write_json(out / "metrics.json", metrics)
     return model, provenance
+
+
+def image_hashes(paths) -> list[str]:
+    """Short content hashes of image files (16 hex digits: enough to spot a reused image)."""
+    from medcbm.backbones.cache import content_hash
+
+    return [content_hash(p)[:16] for p in paths]
 
 
 def _grounding_provenance(model: KnowledgeCBM) -> dict:
@@ -84,8 +94,8 @@ def _mapped_labels(manifest: Manifest, meta: dict) -> tuple[Manifest, np.ndarray
 
 
 def evaluate_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=None, progress: bool = True) -> dict:
-    """Accuracy/AUROC/ECE with CIs and per-subgroup results of a saved model on a labelled manifest."""
-    model, meta = load_cbm(model_dir)
+    """Accuracy/AUROC/ECE with CIs and per-subgroup results of a saved model (or adaptation) on a labelled manifest."""
+    model, meta = load_model(model_dir)
     spec = backbone_from_meta(meta)
     manifest, y = _mapped_labels(manifest, meta)
     X = extract_features(manifest, spec, cache_dir=cache_dir, progress=progress).X
@@ -96,7 +106,7 @@ def evaluate_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=
     return res
 
 
-def _groups(model: KnowledgeCBM, manifest: Manifest, meta: dict):
+def _groups(model, manifest: Manifest, meta: dict):
     """The manifest rows' nuisance groups, for a model that adjusts concepts per group (else ``None``)."""
     if getattr(model, "offsets_", None) is None:
         return None
@@ -110,8 +120,9 @@ def _groups(model: KnowledgeCBM, manifest: Manifest, meta: dict):
 
 def predict_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=None, top_k: int = 3,
                 progress: bool = True) -> pd.DataFrame:
-    """Per-image class probabilities, concept probabilities and the top concept contributions."""
-    model, meta = load_cbm(model_dir)
+    """Per-image class probabilities, concept probabilities and the top concept contributions (base model or
+    adaptation folder)."""
+    model, meta = load_model(model_dir)
     X = extract_features(manifest, backbone_from_meta(meta), cache_dir=cache_dir, progress=progress).X
     groups = _groups(model, manifest, meta)
     proba = model.predict_proba(X, groups)
