@@ -53,7 +53,7 @@ def fit_head(Z: np.ndarray, y: np.ndarray, W0: np.ndarray, b0: np.ndarray, *, st
         bounds = [(0.0, None) if s > 0 else (None, 0.0) if s < 0 else (None, None) for s in pr] + [(None, None)] * C
         theta0 = np.concatenate([np.where(pr > 0, np.maximum(W0.ravel(), 0), np.where(pr < 0, np.minimum(W0.ravel(), 0),
                                                                                         W0.ravel())), b0]).astype(float)
-    res = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 200})
+    res = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 100, "gtol": 1e-4})
     W, b = unpack(res.x)
     return np.asarray(W, np.float32), np.asarray(b, np.float32)
 
@@ -91,7 +91,7 @@ class HeadRefit(_HeadFitter):
         signed: bound every weight to the sign the clinical prior gives it.
     """
 
-    def __init__(self, model, *, strength=(1.0, 10.0, 100.0), signed: bool = True, guard: bool = True):
+    def __init__(self, model, *, strength=(10.0, 100.0), signed: bool = True, guard: bool = True):
         super().__init__(model, guard=guard)
         self.strength, self.signed = strength, signed
 
@@ -104,7 +104,7 @@ class HeadRefit(_HeadFitter):
 
 @register_adapter("refit", description="refit the concept->class layer on the support set, signs free")
 class UnsignedHeadRefit(HeadRefit):
-    def __init__(self, model, *, strength=(1.0, 10.0, 100.0), signed: bool = False, guard: bool = True):
+    def __init__(self, model, *, strength=(10.0, 100.0), signed: bool = False, guard: bool = True):
         super().__init__(model, strength=strength, signed=signed, guard=guard)
 
 

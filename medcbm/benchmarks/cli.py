@@ -12,7 +12,7 @@ console = Console()
 
 
 def register_bench(bench_app: typer.Typer) -> None:
-    """Attach ``bench shift`` and ``bench features``."""
+    """Attach ``bench shift``, ``adapt``, ``concepts`` and ``features``."""
 
     @bench_app.command("shift")
     def bench_shift(
@@ -36,6 +36,32 @@ def register_bench(bench_app: typer.Typer) -> None:
         atomic_write_json(json_path, res)
         console.print(markdown_table(res))
         console.print(f"wrote {json_path} and {preds}")
+
+    @bench_app.command("adapt")
+    def bench_adapt_cmd(
+        protocol: str = typer.Option("ham10000-site-confounded", "--protocol", "-p",
+                                     help="its test_ood split is the new site (e.g. ham10000-rosendahl-holdout)"),
+        method: str = typer.Option("cbm", "--method", "-m", help="the source CBM recipe (cbm, cbm_no_balance, ...)"),
+        seeds: int = typer.Option(5, "--seeds", help="source models (the protocol's first N seeds)"),
+        ks: Optional[List[int]] = typer.Option(None, "--k", help="labelled images per class (default 1 2 4 8 16)"),
+        draws: int = typer.Option(50, "--draws", help="seeded support sets per k, shared by every adapter"),
+        adapters: Optional[List[str]] = typer.Option(None, "--adapter", "-a", help="adapters (default: all registered)"),
+        json_path: Path = typer.Option(Path("runs/bench/adapt.json"), "--json", help="where to write the results"),
+        data_root: Optional[Path] = typer.Option(None, "--data-root"),
+        cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
+    ) -> None:
+        """Few-shot adaptation: every adapter x k on paired support draws; query balanced accuracy, gain with CI, ID change."""
+        from medcbm._io import atomic_write_json, atomic_write_text
+        from medcbm.benchmarks.bench_adapt import markdown_table, run_adapt_benchmark
+
+        ks = tuple(ks or (1, 2, 4, 8, 16))
+        res = run_adapt_benchmark(protocol, method=method, seeds=seeds, ks=ks, draws=draws, adapters=adapters,
+                                  data_root=data_root, cache_dir=cache_dir)
+        atomic_write_json(json_path, res)
+        md = "\n".join(markdown_table(res, k) for k in ks)
+        atomic_write_text(json_path.with_suffix(".md"), md)
+        console.print(md)
+        console.print(f"wrote {json_path} and {json_path.with_suffix('.md')}")
 
     @bench_app.command("concepts")
     def bench_concepts_cmd(
