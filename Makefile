@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export ANONYMIZED_TELEMETRY ?= False
 
-.PHONY: quickstart test install bench clean-venv
+.PHONY: quickstart test install bench clean-venv chromium
 
 install: $(STAMP)
 
@@ -22,7 +22,14 @@ $(STAMP): pyproject.toml
 quickstart: $(STAMP)
 	$(BIN)/medcbm quickstart
 
-test: $(STAMP)
+# the audit report's browser test needs a headless Chromium; `playwright install` cannot download one
+# offline, so it comes from Debian (as root, or through sudo when available)
+chromium:
+	@command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium-headless-shell >/dev/null; }
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
 
 bench: $(STAMP)
@@ -33,6 +40,9 @@ bench: $(STAMP)
 		-m cbm -m cbm_ph2_only -m cbm_no_nuisance_adjust --json runs/bench/shift_bodysite.json
 	$(BIN)/medcbm bench shift --protocol covid-cxr-view-holdout --seeds 5 --json runs/bench/shift_covid_cxr.json
 	$(BIN)/medcbm bench concepts --json runs/bench/concepts.json
+	for m in cbm cbm_no_balance cbm_knobo; do \
+		$(BIN)/medcbm bench adapt --protocol ham10000-site-confounded -m $$m --json runs/bench/adapt_site_$$m.json; done
+	$(BIN)/medcbm bench adapt --protocol ham10000-rosendahl-holdout -m cbm --json runs/bench/adapt_rosendahl_cbm.json
 	$(BIN)/medcbm bench retrieval --json runs/bench/retrieval.json
 
 clean-venv:

@@ -25,6 +25,7 @@ app.add_typer(bench_app, name="bench")
 
 # --- sub-apps owned by subpackages (each registers its own commands) -----------------------------
 # (keep this block sorted; one line per subpackage)
+from medcbm.audit.cli import register as register_audit  # noqa: E402
 from medcbm.benchmarks.cli import register_bench as register_model_bench  # noqa: E402
 from medcbm.concepts.cli import app as concepts_app  # noqa: E402
 from medcbm.data.cli import app as data_app  # noqa: E402
@@ -37,6 +38,7 @@ app.add_typer(concepts_app, name="concepts")
 app.add_typer(data_app, name="data")
 app.add_typer(knowledge_app, name="knowledge")
 register_model_bench(bench_app)
+register_audit(app)
 register_model_commands(app)
 register_adapt_commands(app)
 register_knowledge_bench(bench_app)

@@ -83,3 +83,25 @@ def ph2_features(ph2_manifest, feature_cache):
     names = list(PH2_CONCEPTS)
     C = ph2_manifest.frame[[CONCEPT_PREFIX + k for k in names]].to_numpy(float)
     return X, C, names
+
+
+@pytest.fixture(scope="session")
+def own_manifest(ham_manifest, tmp_path_factory):
+    """A hospital's own manifest: 160 HAM10000 images, absolute paths, benign/malignant labels, a split column.
+
+    Shared by the training and audit tests, so their features are extracted once.
+    """
+    import numpy as np
+
+    f = ham_manifest.frame
+    rng = np.random.default_rng(0)
+    mal = rng.choice(np.flatnonzero(f["malignant"].to_numpy() == 1), 80, replace=False)
+    ben = rng.choice(np.flatnonzero(f["malignant"].to_numpy() == 0), 80, replace=False)
+    rows = np.r_[mal, ben]
+    df = f.iloc[rows][["id", "patient_id", "site", "sex", "age"]].copy()
+    df["image"] = [str(ham_manifest.image_path(int(i))) for i in rows]
+    df["label"] = np.where(f["malignant"].to_numpy()[rows] == 1, "malignant", "benign")
+    df["split"] = np.tile(["train"] * 6 + ["val"] * 2 + ["test"] * 2, 16)
+    d = tmp_path_factory.mktemp("own")
+    df.to_csv(d / "manifest.csv", index=False)
+    return d / "manifest.csv", df.reset_index(drop=True)

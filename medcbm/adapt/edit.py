@@ -86,10 +86,20 @@ class AdaptedCBM(ConceptClassifierMixin):
     def decision_function_from_concepts(self, P: np.ndarray) -> np.ndarray:
         return self.edit.logits(standardise(self.base, P))
 
-    def contributions(self, X: np.ndarray, groups=None) -> np.ndarray:
+    def contributions_from_concepts(self, P: np.ndarray) -> np.ndarray:
         """Per-sample, per-class, per-concept contribution to the adapted logit ``(n, C, K)``."""
-        Z = self.edit.concepts(standardise(self.base, self.predict_concepts(X, groups)))
+        Z = self.edit.concepts(standardise(self.base, P))
         return Z[:, None, :] * self.edit.W[None, :, :]
+
+    @property
+    def b_(self) -> np.ndarray:
+        return self.edit.b
+
+    def __getattr__(self, name: str):
+        # everything the edit does not change (prior_, recipe_, p_mean_, grounder, backbone_, ...) is the base's
+        if name.startswith("__") or name in ("base", "edit", "site"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
 
     @property
     def offsets_(self):

@@ -68,6 +68,35 @@ class ConceptClassifierMixin:
         """Accuracy."""
         return float((self.predict(X, groups) == np.asarray(y)).mean())
 
+    def contributions(self, X: np.ndarray, groups=None) -> np.ndarray:
+        """Per-sample, per-class, per-concept contribution to the logit: ``(n, C, K)``."""
+        return self.contributions_from_concepts(self.predict_concepts(X, groups))
+
+    def check_intervention(self, values: Mapping[str, float]) -> dict[int, float]:
+        """Concept index -> value; unknown concepts and values outside [0, 1] are one-line errors."""
+        names = list(self.concept_names_)
+        unknown = [k for k in values if k not in names]
+        if unknown:
+            raise ConfigError(f"intervention names concepts {unknown} the model does not have (it has {names})")
+        bad = {k: v for k, v in values.items() if not isinstance(v, (int, float, np.floating, np.integer))
+               or not np.isfinite(v) or not 0.0 <= float(v) <= 1.0}
+        if bad:
+            raise DataError(f"intervention values must be probabilities in [0, 1]; got {bad}")
+        return {names.index(k): float(v) for k, v in values.items()}
+
+    def intervene_concepts(self, P: np.ndarray, values: Mapping[str, float]) -> np.ndarray:
+        """Class probabilities after setting the named concepts of every row of ``P (n, K)`` to ``values``."""
+        idx = self.check_intervention(values)
+        P = np.array(P, dtype=np.float64, copy=True)
+        for j, v in idx.items():
+            P[:, j] = v
+        return self.predict_proba_from_concepts(P)
+
+    def intervene(self, X: np.ndarray, values: Mapping[str, float], groups=None) -> np.ndarray:
+        """Class probabilities ``(n, C)`` of images ``X`` with concepts set to known values (name -> [0, 1])."""
+        self.check_intervention(values)  # before the (slower) grounding pass
+        return self.intervene_concepts(self.predict_concepts(X, groups), values)
+
 
 class KnowledgeCBM(ConceptClassifierMixin, BaseEstimator):
     """A concept bottleneck model with a fitted concept grounder and a KnoBo-prior linear layer.
@@ -160,7 +189,7 @@ class KnowledgeCBM(ConceptClassifierMixin, BaseEstimator):
     def decision_function_from_concepts(self, P: np.ndarray) -> np.ndarray:
         return ((P - self.p_mean_) / self.p_scale_) @ self.W_.T + self.b_
 
-    def contributions(self, X: np.ndarray, groups=None) -> np.ndarray:
-        """Per-sample, per-class, per-concept contribution to the logit: ``(n, C, K)``."""
-        Z = (self.predict_concepts(X, groups) - self.p_mean_) / self.p_scale_
+    def contributions_from_concepts(self, P: np.ndarray) -> np.ndarray:
+        """Per-sample, per-class, per-concept contribution to the logit: ``(n, C, K)`` (sums to logit - bias)."""
+        Z = (P - self.p_mean_) / self.p_scale_
         return Z[:, None, :] * self.W_[None, :, :]

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from medcbm._io import sha256_file, sha256_text
+from medcbm.bottleneck.metadata import nuisance_groups_of
 from medcbm.data.manifest import Manifest, SkipLog, load_manifest
 from medcbm.errors import ConfigError, DataError
 from medcbm.workflows.config import DataConfig
@@ -146,15 +147,6 @@ def training_data(cfg: DataConfig, *, data_root=None) -> TrainingData:
     return TrainingData(list(label_map), label_map, manifests, y, groups, nuisance,
                         {"source": source, "seed": cfg.seed, "split_hash": split_hash(manifests),
                          "counts": {s: np.bincount(v, minlength=len(label_map)).tolist() for s, v in y.items()}})
-
-
-def nuisance_groups_of(frame: pd.DataFrame, nuisance: dict) -> np.ndarray | None:
-    """Each row's nuisance group under a saved ``{"column", "groups"}`` spec (``None`` without the column)."""
-    col, mapping = nuisance.get("column"), nuisance.get("groups")
-    if not col or col not in frame.columns:
-        return None
-    values = frame[col].astype(str).str.strip()
-    return (values.map(lambda v: mapping.get(v, "other")) if mapping else values).to_numpy()
 
 
 def split_hash(manifests: dict[str, Manifest]) -> str:

@@ -14,6 +14,7 @@ from medcbm.backbones import get_backbone_spec
 from medcbm.backbones.features import extract_features
 from medcbm.adapt.store import load_model
 from medcbm.bottleneck.artifacts import backbone_from_meta, save_cbm
+from medcbm.bottleneck.metadata import label_indices, model_groups
 from medcbm.bottleneck.estimator import KnowledgeCBM
 from medcbm.bottleneck.grounders import GroundingContext
 from medcbm.bottleneck.recipe import fit_cbm
@@ -22,7 +23,7 @@ from medcbm.data.samples import LabelledSplit
 from medcbm.errors import DataError
 from medcbm.metrics import split_metrics, subgroup_metrics
 from medcbm.workflows.config import TrainConfig
-from medcbm.workflows.data import nuisance_groups_of, training_data
+from medcbm.workflows.data import training_data
 
 logger = logging.getLogger(__name__)
 
@@ -79,18 +80,15 @@ def _grounding_provenance(model: KnowledgeCBM) -> dict:
     return {"kind": model.grounder.kind, "sources": sources or None, **probe_summary(model.grounder)}
 
 
-def _mapped_labels(manifest: Manifest, meta: dict) -> tuple[Manifest, np.ndarray | None]:
+def _mapped_labels(manifest: Manifest, meta: dict) -> tuple[Manifest, np.ndarray]:
     """Map raw labels to model classes with the stored label map; rows with unmapped labels are an error."""
-    classes = meta["classes"]
-    label_map = meta["provenance"].get("label_map") or {c: [c] for c in classes}
-    raw_to = {r: i for i, c in enumerate(classes) for r in label_map.get(c, [c])}
-    labels = manifest.frame["label"]
-    bad = ~labels.isin(raw_to)
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"label '{labels.iloc[i]}' is not one the model knows (classes {classes}, label map {label_map})",
-                        path=manifest.source, row=i + 1, field="label")
-    return manifest, labels.map(raw_to).to_numpy(int)
+    y = label_indices(manifest.frame, meta)
+    if (y < 0).any():
+        i = int(np.flatnonzero(y < 0)[0])
+        label_map = meta["provenance"].get("label_map") or {c: [c] for c in meta["classes"]}
+        raise DataError(f"label '{manifest.frame['label'].iloc[i]}' is not one the model knows (classes "
+                        f"{meta['classes']}, label map {label_map})", path=manifest.source, row=i + 1, field="label")
+    return manifest, y
 
 
 def evaluate_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=None, progress: bool = True) -> dict:
@@ -107,15 +105,7 @@ def evaluate_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=
 
 
 def _groups(model, manifest: Manifest, meta: dict):
-    """The manifest rows' nuisance groups, for a model that adjusts concepts per group (else ``None``)."""
-    if getattr(model, "offsets_", None) is None:
-        return None
-    nuisance = meta["provenance"].get("nuisance") or {}
-    groups = nuisance_groups_of(manifest.frame, nuisance)
-    if groups is None:
-        logger.warning("the manifest has no '%s' column: concept activations are not adjusted for the site",
-                       nuisance.get("column"))
-    return groups
+    return model_groups(model, manifest.frame, meta)
 
 
 def predict_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=None, top_k: int = 3,

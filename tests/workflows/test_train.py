@@ -19,23 +19,6 @@ from medcbm.workflows.train import train_cbm
 FAST = {"grounding": {"backbone": "efficientnet_lite0"}}  # global features: cached by other tests, quick to fit
 
 
-@pytest.fixture(scope="module")
-def own_manifest(ham_manifest, tmp_path_factory):
-    """A hospital's own manifest: 160 HAM10000 images, absolute paths, benign/malignant labels, a split column."""
-    f = ham_manifest.frame
-    rng = np.random.default_rng(0)
-    mal = rng.choice(np.flatnonzero(f["malignant"].to_numpy() == 1), 80, replace=False)
-    ben = rng.choice(np.flatnonzero(f["malignant"].to_numpy() == 0), 80, replace=False)
-    rows = np.r_[mal, ben]
-    df = f.iloc[rows][["id", "patient_id", "site", "sex", "age"]].copy()
-    df["image"] = [str(ham_manifest.image_path(int(i))) for i in rows]
-    df["label"] = np.where(f["malignant"].to_numpy()[rows] == 1, "malignant", "benign")
-    df["split"] = np.tile(["train"] * 6 + ["val"] * 2 + ["test"] * 2, 16)
-    d = tmp_path_factory.mktemp("own")
-    df.to_csv(d / "manifest.csv", index=False)
-    return d / "manifest.csv", df
-
-
 def test_train_on_a_manifest_with_a_split_column(own_manifest, data_root, feature_cache, tmp_path):
     path, df = own_manifest
     cfg = TrainConfig(name="own", out_dir=str(tmp_path / "model"),

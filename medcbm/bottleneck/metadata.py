@@ -1,0 +1,39 @@
+"""Reading a manifest the way a saved model expects: its label map and its nuisance (site) groups."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+
+def nuisance_groups_of(frame: pd.DataFrame, nuisance: dict) -> np.ndarray | None:
+    """Each row's nuisance group under a saved ``{"column", "groups"}`` spec (``None`` without the column)."""
+    col, mapping = nuisance.get("column"), nuisance.get("groups")
+    if not col or col not in frame.columns:
+        return None
+    values = frame[col].astype(str).str.strip()
+    return (values.map(lambda v: mapping.get(v, "other")) if mapping else values).to_numpy()
+
+
+def model_groups(model, frame: pd.DataFrame, meta: dict) -> np.ndarray | None:
+    """The rows' nuisance groups, for a model that adjusts concepts per group (else ``None``)."""
+    if getattr(model, "offsets_", None) is None:
+        return None
+    nuisance = (meta.get("provenance") or {}).get("nuisance") or {}
+    groups = nuisance_groups_of(frame, nuisance)
+    if groups is None:
+        logger.warning("the manifest has no '%s' column: concept activations are not adjusted for the site",
+                       nuisance.get("column"))
+    return groups
+
+
+def label_indices(frame: pd.DataFrame, meta: dict) -> np.ndarray:
+    """Class index per row under the model's stored label map; -1 where the label is not one it knows."""
+    classes = meta["classes"]
+    label_map = (meta.get("provenance") or {}).get("label_map") or {c: [c] for c in classes}
+    raw_to = {str(r): i for i, c in enumerate(classes) for r in label_map.get(c, [c])}
+    return frame["label"].astype(str).map(lambda v: raw_to.get(v, -1)).to_numpy(int)

@@ -1,0 +1,73 @@
+"""Real DICOMs carrying identifiers (pydicom-data) go through ``import-folder`` and ``medcbm audit``: no patient
+name, patient id, birth date, accession number, institution, file name or path appears in any output or log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+
+import pytest
+
+FILES = ["CT_small.dcm", "MR_small.dcm", "US1_UNCR.dcm", "SC_rgb.dcm", "MR2_UNCI.dcm", "RG1_UNCI.dcm"]
+HEADER_FIELDS = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName",
+                 "ReferringPhysicianName", "StudyID", "StationName", "InstitutionAddress")
+
+
+def _strings(obj):
+    """Every key and string value of a JSON document."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield str(k)
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+    elif isinstance(obj, str):
+        yield obj
+
+
+def test_no_dicom_identifier_in_any_output(dicom_file, audit_model, feature_cache, tmp_path, caplog):
+    import pydicom
+
+    from medcbm.audit.report import write_audit_report
+    from medcbm.data.importers.folder import import_folder
+
+    folder = tmp_path / "hospital_export"
+    identifiers = set()
+    for i, name in enumerate(FILES):
+        src = dicom_file(name)
+        dst = folder / ("malignant" if i % 2 else "benign") / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+        ds = pydicom.dcmread(src, stop_before_pixels=True)
+        for f in HEADER_FIELDS:
+            v = str(ds.get(f, "") or "").strip()
+            if len(v) >= 4:
+                identifiers |= {v, *[p for p in v.split("^") if len(p) >= 4]}
+        identifiers |= {name, str(dst), str(dst.parent)}
+    assert {"CompressedSamples^CT1", "1CT1", "JFK IMAGING CENTER", "19400305"} <= identifiers  # the files do carry them
+    manifest = import_folder(folder)
+    assert "JFK IMAGING CENTER" in set(manifest.frame["site"])  # the header reached the manifest ...
+    with caplog.at_level(logging.DEBUG, logger="medcbm"):
+        files = write_audit_report(audit_model, manifest, tmp_path / "audit", cache_dir=feature_cache, progress=False)
+    report = json.loads(files["json"].read_text())
+    assert report["data"]["n_scored"] == len(FILES) and report["data"]["thumbnails"] == "photographs"
+    assert not any(c["has_thumbnail"] for c in report["cases"])  # DICOM thumbnails are opt-in
+    # ... and nothing of it reaches the outputs. Pure numbers (dates, numeric ids) are checked against text,
+    # not against chart coordinates and probabilities where any digit string can occur by chance.
+    words = {s for s in identifiers if not s.isdigit()}
+    numbers = identifiers - words
+    html = files["html"].read_text()
+    html_text = re.sub(r"<svg.*?</svg>", "", html, flags=re.S)
+    outputs = {"html": html, "model card": files["model_card"].read_text(), "json": files["json"].read_text(),
+               "log": caplog.text}
+    for kind, text in outputs.items():
+        leaked = [s for s in words if s.lower() in text.lower()]
+        assert not leaked, f"{kind} leaks {leaked}"
+    json_strings = " ".join(_strings(report))
+    for kind, text in {"html text": html_text, "json strings": json_strings, "model card": outputs["model card"],
+                       "log": caplog.text}.items():
+        leaked = [s for s in numbers if s in text]
+        assert not leaked, f"{kind} leaks {leaked}"

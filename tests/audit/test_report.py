@@ -1,0 +1,203 @@
+"""``write_audit_report`` and ``medcbm audit`` on real HAM10000 images with a real saved model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from html import unescape
+
+import pandas as pd
+import pytest
+
+from medcbm.errors import ConfigError, DataError
+from tests.conftest import require
+
+
+@pytest.fixture(scope="module")
+def audit_manifest(ham_own, tmp_path_factory):
+    """The 32 test-split images plus one missing and one corrupt image (and a copy whose path we know)."""
+    _, df = ham_own
+    d = tmp_path_factory.mktemp("audit-manifest")
+    test = df[df.split == "test"].drop(columns="split").copy()
+    bad = test.iloc[:2].copy()
+    bad["id"] = ["MISSING_CASE_1", "CORRUPT_CASE_2"]
+    bad["image"] = [str(d / "nowhere" / "gone.jpg"), str(d / "corrupt.jpg")]
+    (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    frame = pd.concat([test, bad], ignore_index=True)
+    frame.to_csv(d / "audit.csv", index=False)
+    return d / "audit.csv", frame
+
+
+@pytest.fixture(scope="module")
+def written(audit_model, audit_manifest, feature_cache, tmp_path_factory):
+    from medcbm.audit.report import write_audit_report
+
+    path, frame = audit_manifest
+    out = tmp_path_factory.mktemp("audit-out") / "report"
+    files = write_audit_report(audit_model, path, out, cache_dir=feature_cache, progress=False, salt="test-salt-123",
+                               occlusion_cases=2)
+    return files, frame
+
+
+def test_report_files_carry_the_same_data(written, audit_model):
+    from medcbm.audit.schema import SCHEMA_VERSION, AuditReport
+
+    files, frame = written
+    data = json.loads(files["json"].read_text())
+    report = AuditReport.model_validate(data)  # the JSON validates against its own schema model
+    assert data["schema_version"] == SCHEMA_VERSION
+    assert json.loads(files["schema"].read_text())["title"] == "AuditReport"
+    meta = json.loads((audit_model / "model.json").read_text())
+    assert report.model.concepts == meta["concepts"] and report.model.classes == ["benign", "malignant"]
+    assert report.data.n_rows == 34 and report.data.n_scored == 32 and report.data.labelled
+    reasons = sorted(i.reason for i in report.data.image_issues)
+    assert reasons == ["image file missing", "image unreadable (corrupt or not an image)"]
+    assert len(report.cases) == 32  # the two bad rows are recorded, the rest explained
+    assert report.calibration.n == 32 and report.metrics["n"] == 32
+    assert report.interventions is None and "no concept annotations" in report.interventions_note
+    linked = [k for k, v in report.concept_links.items() if v]
+    assert linked and set(report.model.concepts_without_bank_entry) == set(report.model.concepts) - set(linked)
+    html = files["html"].read_text()
+    assert 'http-equiv="Content-Security-Policy"' in html and "default-src 'none'" in unescape(html)
+    assert "<script" not in html and 'src="http' not in html and "href=\"http" not in html
+    for c in report.cases[:5]:  # every case and its top concept's question are in the page
+        assert c.explanation.case in html
+        top = c.explanation.concepts[0]
+        links = report.concept_links[top.concept]
+        assert top.has_bank_entry == bool(links)
+        expected = links[0].question if links else f"“{top.concept}” has no concept-bank entry"
+        assert expected in unescape(html)
+    assert html.count("data:image/jpeg;base64,") == 32
+    # occlusion maps of the top 3 concepts for the first 2 cases: numbers in the JSON, overlays in the page
+    occluded = [c for c in report.cases if c.occlusion]
+    assert [c.explanation.case for c in occluded] == [c.explanation.case for c in report.cases[:2]]
+    for c in occluded:
+        assert list(c.occlusion) == [k.concept for k in c.explanation.top(3)]
+        assert all(len(m) == 4 and len(m[0]) == 4 for m in c.occlusion.values())
+        assert any(abs(v) > 1e-4 for m in c.occlusion.values() for row in m for v in row)  # hiding cells matters
+    assert html.count("data:image/png;base64,") - html.count('xlink:href="data:image/png') == 6
+    assert len(html) < 10e6
+
+
+def test_no_raw_id_path_or_site_name_in_any_output(written, audit_manifest):
+    files, frame = written
+    texts = {k: p.read_text() for k, p in files.items()}
+    secrets = list(frame["id"]) + list(frame["patient_id"]) + list(frame["image"]) + sorted(set(frame["site"]))
+    secrets += [str(audit_manifest[0]), str(audit_manifest[0].parent)]
+    for kind, text in texts.items():
+        leaked = [s for s in secrets if s in text]
+        assert not leaked, f"{kind} leaks {leaked[:3]}"
+
+
+def test_bad_requests_get_one_line_errors(audit_model, audit_manifest, feature_cache, tmp_path):
+    from medcbm.audit.report import write_audit_report
+
+    path, frame = audit_manifest
+    with pytest.raises(DataError, match=r"1 requested case\(s\) are not in the manifest: \['NOPE'\]"):
+        write_audit_report(audit_model, path, tmp_path / "a", cases=["NOPE", frame["id"].iloc[0]],
+                           cache_dir=feature_cache, progress=False, occlusion_cases=0)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "old.txt").write_text("keep?")
+    with pytest.raises(ConfigError, match="already exists.*--force"):
+        write_audit_report(audit_model, path, tmp_path / "b", cache_dir=feature_cache, progress=False, occlusion_cases=0)
+    ids = list(frame["id"].iloc[[3, 1]])
+    files = write_audit_report(audit_model, path, tmp_path / "b", cases=ids, force=True, raw_ids=True,
+                               thumbnails=False, cache_dir=feature_cache, progress=False)
+    data = json.loads(files["json"].read_text())
+    assert [c["explanation"]["case"] for c in data["cases"]] == ids  # the order asked for, raw ids opted in
+    assert not (tmp_path / "b" / "old.txt").exists() and data["data"]["thumbnails"] == "none"
+    assert "data:image/jpeg" not in files["html"].read_text()  # no thumbnail (charts may embed a PNG raster)
+
+
+def test_model_card_follows_hugging_face_conventions(written):
+    from huggingface_hub import ModelCard
+
+    files, _ = written
+    card = ModelCard(files["model_card"].read_text())
+    assert card.data.library_name == "medcbm" and "concept-bottleneck-model" in card.data.tags
+    assert card.data.to_dict()["model-index"][0]["results"][0]["metrics"]
+    assert "## Intended use" in card.text and "no citable passage" in card.text
+
+
+def test_cli_writes_and_refuses_an_existing_folder(audit_model, audit_manifest, feature_cache, tmp_path):
+    from typer.testing import CliRunner
+
+    from medcbm.audit.cli import app
+
+    path, frame = audit_manifest
+    args = ["--model", str(audit_model), "--manifest", str(path), "--out", str(tmp_path / "o"),
+            "--cache-dir", str(feature_cache), "--cases", ",".join(frame["id"].iloc[:3]), "--occlusion-cases", "0"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "audit.html").is_file() and len(json.loads((tmp_path / "o" / "audit.json").read_text())["cases"]) == 3
+    again = CliRunner().invoke(app, args)
+    assert isinstance(again.exception, ConfigError)
+
+
+def test_html_opens_offline_in_headless_chromium(written, tmp_path):
+    """Real Chromium: no request leaves the file, no console error, no serious/critical axe violation."""
+    exe = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+    require(exe is not None, "chromium-headless-shell is not installed (apt-get install -y chromium-headless-shell)")
+    pw = pytest.importorskip("playwright.sync_api") if not _ci() else __import__("playwright.sync_api").sync_api
+    from axe_playwright_python.sync_playwright import Axe
+
+    files, _ = written
+    outside, errors = [], []
+
+    def route(r):
+        if r.request.url.startswith(("file:", "data:")):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe)
+        page = browser.new_page()
+        page.route("**/*", route)
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(files["html"].as_uri())
+        assert page.locator("article.case").count() == 32
+        assert page.locator("svg[role=img]").count() >= 2
+        result = Axe().run(page)
+        page.screenshot(path=str(tmp_path / "report.png"))
+        browser.close()
+    assert outside == [] and errors == []
+    bad = [(v["id"], v["impact"]) for v in result.response["violations"] if v["impact"] in ("serious", "critical")]
+    assert not bad, bad
+
+
+def _ci() -> bool:
+    from tests.conftest import IN_CI
+
+    return IN_CI
+
+
+def test_an_adaptation_is_audited_with_what_it_masked(audit_model, ham_own, feature_cache, tmp_path):
+    from medcbm.audit.report import write_audit_report
+    from medcbm.data.manifest import load_manifest
+    from medcbm.workflows.adapt import adapt_cbm
+
+    _, df = ham_own
+    test = df[df.split == "test"].drop(columns="split")
+    support = pd.concat([test[test.label == c].iloc[:4] for c in ("benign", "malignant")])
+    support.to_csv(tmp_path / "support.csv", index=False)
+    fitted, adapted_dir = adapt_cbm(audit_model, load_manifest(tmp_path / "support.csv"), site="clinic-x",
+                                    adapter="mask", n_mask=2, guard=False, cache_dir=feature_cache, progress=False)
+    masked = {c.concept for c in fitted.changes_}
+    query = test.drop(support.index)
+    query.to_csv(tmp_path / "query.csv", index=False)
+    files = write_audit_report(adapted_dir, tmp_path / "query.csv", tmp_path / "adapted", cache_dir=feature_cache,
+                               progress=False, occlusion_cases=0)
+    data = json.loads(files["json"].read_text())
+    (a,) = data["adaptations"]
+    assert a["applied"] and a["adapter"] == "mask" and {c["concept"] for c in a["concepts"]} == masked
+    case = data["cases"][0]["explanation"]["concepts"]
+    assert all(abs(c["contributions"]["malignant"]) < 1e-6 for c in case if c["concept"] in masked)
+    html = files["html"].read_text()
+    assert "Site adaptations" in html and "adapted site 1" in html and "clinic-x" not in html
+    base = write_audit_report(audit_model, tmp_path / "query.csv", tmp_path / "base", cache_dir=feature_cache,
+                              progress=False, occlusion_cases=0)
+    (b,) = json.loads(base["json"].read_text())["adaptations"]
+    assert not b["applied"] and {c["concept"] for c in b["concepts"]} == masked
