@@ -140,16 +140,18 @@ class Adapter(BaseEstimator, ABC):
         identity = ConceptEdit.identity(self.model)
         self.selection_: Selection = leave_one_out(self.prepare, self.make_edit, self.candidates(), Z, y, identity,
                                                    guard=self.guard)
-        state = self.prepare(Z, y)
-        self.edit_ = self.make_edit(state, self.selection_.params) if self.selection_.changed else identity
-        self.changes_ = self.describe(state, self.edit_, identity) if self.selection_.changed else []
+        self.edit_, self.changes_ = identity, []
+        if self.selection_.changed:
+            state = self.prepare(Z, y)
+            self.edit_ = self.make_edit(state, self.selection_.params)
+            self.changes_ = self.describe(state, self.edit_)
         self.adapted_ = AdaptedCBM(self.model, self.edit_)
         self.fit_seconds_ = time.perf_counter() - t0
         if not self.selection_.changed:
             logger.info("%s: %s", self.name, self.selection_.reason)
         return self
 
-    def describe(self, state: dict[str, np.ndarray], edit: ConceptEdit, identity: ConceptEdit) -> list[ConceptChange]:
+    def describe(self, state: dict[str, np.ndarray], edit: ConceptEdit) -> list[ConceptChange]:
         """The concepts the edit masks, amplifies or shifts, with the statistic that chose them."""
         names = self.model.concept_names_
         stat = {"masked": state.get("harm"), "amplified": state.get("under"), "shifted": state.get("shift")}

@@ -68,14 +68,6 @@ class AdaptedCBM(ConceptClassifierMixin):
         self.base, self.edit, self.site = base, edit, site
 
     @property
-    def classes(self) -> list[str]:
-        return self.base.classes
-
-    @property
-    def concept_names_(self) -> list[str]:
-        return self.base.concept_names_
-
-    @property
     def W_(self) -> np.ndarray:
         return self.edit.W
 
@@ -100,8 +92,3 @@ class AdaptedCBM(ConceptClassifierMixin):
         if name.startswith("__") or name in ("base", "edit", "site"):
             raise AttributeError(name)
         return getattr(self.base, name)
-
-    @property
-    def offsets_(self):
-        """The base model's per-site concept offsets (applied before the edit)."""
-        return getattr(self.base, "offsets_", None)

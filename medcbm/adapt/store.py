@@ -111,17 +111,19 @@ def load_model(path: str | os.PathLike):
     return model, {**meta, "adaptation": doc}
 
 
+def read_adaptations(model_dir: str | os.PathLike) -> list[dict]:
+    """Every adaptation document saved beside the model, by site name."""
+    return [read_adaptation(f) for f in sorted((Path(model_dir) / "adaptations").glob(f"*/{FILE}"))]
+
+
 def list_adaptations(model_dir: str | os.PathLike) -> list[dict]:
     """One summary row per saved adaptation of the model."""
-    root = Path(model_dir) / "adaptations"
     rows = []
-    for f in sorted(root.glob(f"*/{FILE}")):
-        d = read_adaptation(f)
+    for d in read_adaptations(model_dir):
         rows.append({"site": d["site"], "adapter": d["adapter"], "changed": d["changed"],
                      "masked": [c["concept"] for c in d["changes"] if c["action"] == "masked"],
                      "amplified": [c["concept"] for c in d["changes"] if c["action"] == "amplified"],
-                     "loo_gain": d["leave_one_out"]["gain_balanced_acc"], "n_support": d["support"].get("n"),
-                     "path": str(f.parent)})
+                     "loo_gain": d["leave_one_out"]["gain_balanced_acc"], "n_support": d["support"].get("n")})
     return rows
 
 

@@ -120,10 +120,10 @@ def _model_summary(model, meta: dict) -> ModelSummary:
 
 def _adaptations(model_dir, meta: dict, *, raw_sites: bool) -> list[AdaptationSummary]:
     """The adaptation the audit applies, or else every adaptation saved beside the model."""
-    from medcbm.adapt.store import list_adaptations, read_adaptation
+    from medcbm.adapt.store import read_adaptations
 
     applied = "adaptation" in meta
-    docs = [meta["adaptation"]] if applied else [read_adaptation(r["path"]) for r in list_adaptations(model_dir)]
+    docs = [meta["adaptation"]] if applied else read_adaptations(model_dir)
     return [AdaptationSummary(
         site=d["site"] if raw_sites else f"adapted site {i + 1}", applied=applied, adapter=d["adapter"],
         changed=d["changed"], reason=d["reason"], loo_gain=d["leave_one_out"]["gain_balanced_acc"],

@@ -31,6 +31,7 @@ class Features:
     manifest: Manifest
     spec: BackboneSpec
     stats: dict = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)  # per row: the cache key (content hash of the image, and its mask)
 
     @property
     def ids(self) -> list[str]:
@@ -227,7 +228,7 @@ def extract_features(
                        ", ".join(str(paths[i]) for i in uncropped[:5]) + (" ..." if len(uncropped) > 5 else ""))
     logger.info("features %s: %s", spec.name, stats)
     sub = manifest if len(keep) == len(paths) else manifest.subset(keep)
-    return Features(X=X, manifest=sub, spec=spec, stats=stats)
+    return Features(X=X, manifest=sub, spec=spec, stats=stats, keys=[hashes[i] for i in keep])
 
 
 class _NoBar:

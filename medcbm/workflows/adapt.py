@@ -14,7 +14,8 @@ from medcbm.backbones.features import extract_features
 from medcbm.bottleneck.artifacts import backbone_from_meta, load_cbm
 from medcbm.data.manifest import Manifest
 from medcbm.errors import ConfigError, DataError
-from medcbm.workflows.train import _groups, _mapped_labels, image_hashes
+from medcbm.bottleneck.metadata import model_groups
+from medcbm.workflows.train import mapped_labels, short_keys
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +62,14 @@ def adapt_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, site: str, ad
     if (target / FILE).exists() and not force:
         raise ConfigError(f"site '{site}' already has an adaptation ({target / FILE}); pass --force to replace it")
     model, meta = load_cbm(model_dir)
-    manifest, y = _mapped_labels(manifest, meta)
-    hashes = image_hashes(manifest.frame["image"])
+    manifest, y = mapped_labels(manifest, meta)
+    feats = extract_features(manifest, backbone_from_meta(meta), cache_dir=cache_dir, progress=progress)
+    hashes = short_keys(feats.keys)
     check_support(manifest, y, list(model.classes), k=k, hashes=hashes,
                   trained_on=set(meta["provenance"].get("train_image_sha256") or ()))
-    feats = extract_features(manifest, backbone_from_meta(meta), cache_dir=cache_dir, progress=progress)
-    fitted = create_adapter(adapter, model, **params).fit(feats.X, y, groups=_groups(model, manifest, meta),
-                                                backbone_fingerprint=feats.spec.fingerprint())
+    groups = model_groups(model, manifest.frame, meta)
+    fitted = create_adapter(adapter, model, **params).fit(feats.X, y, groups=groups,
+                                                          backbone_fingerprint=feats.spec.fingerprint())
     support = {"n": int(len(y)), "per_class": {c: int((y == i).sum()) for i, c in enumerate(model.classes)},
                "image_sha256": hashes, "backbone_fingerprint": feats.spec.fingerprint()}
     path = save_adaptation(fitted, model_dir, site=site, support=support, out_dir=out_dir, force=force)

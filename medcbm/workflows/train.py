@@ -14,8 +14,8 @@ from medcbm.backbones import get_backbone_spec
 from medcbm.backbones.features import extract_features
 from medcbm.adapt.store import load_model
 from medcbm.bottleneck.artifacts import backbone_from_meta, save_cbm
-from medcbm.bottleneck.metadata import label_indices, model_groups
 from medcbm.bottleneck.estimator import KnowledgeCBM
+from medcbm.bottleneck.metadata import label_indices, model_groups
 from medcbm.bottleneck.grounders import GroundingContext
 from medcbm.bottleneck.recipe import fit_cbm
 from medcbm.data.manifest import Manifest
@@ -40,10 +40,11 @@ def train_cbm(cfg: TrainConfig, *, data_root=None, cache_dir: str | os.PathLike 
     spec = get_backbone_spec(recipe.grounding.backbone)
     frames = {s: m.absolute_frame() for s, m in data.manifests.items()}
     # one extraction for every split: the model set-up (trace, freeze) is paid once
-    allx = extract_features(Manifest(pd.concat(frames.values(), ignore_index=True), source="training data"), spec,
-                            cache_dir=cache_dir, progress=progress).X
+    feats = extract_features(Manifest(pd.concat(frames.values(), ignore_index=True), source="training data"), spec,
+                             cache_dir=cache_dir, progress=progress)
     ends = np.cumsum([len(f) for f in frames.values()])
-    X = dict(zip(frames, np.split(allx, ends[:-1])))
+    X = dict(zip(frames, np.split(feats.X, ends[:-1])))
+    n_fit = len(frames["train"]) + len(frames["val"])  # the frames start with train, then val
     train, val = (LabelledSplit(X[s], data.y[s], frames[s], spec.name, data.groups[s]) for s in ("train", "val"))
     ctx = GroundingContext(data_root=data_root, cache_dir=cache_dir, progress=progress)
     model = fit_cbm(recipe, train, val, classes=data.classes, ctx=ctx, seed=cfg.data.seed)
@@ -57,7 +58,7 @@ def train_cbm(cfg: TrainConfig, *, data_root=None, cache_dir: str | os.PathLike 
         "grounding": _grounding_provenance(model),
         "metrics": metrics,
         # content hashes (not ids or paths) let `medcbm adapt` warn when a support image was trained on
-        "train_image_sha256": image_hashes(pd.concat([frames["train"], frames["val"]])["image"]),
+        "train_image_sha256": short_keys(feats.keys[:n_fit]),
     }
     out = cfg.resolved_out_dir()
     save_cbm(model, out, backbone=spec, provenance=provenance)
@@ -65,11 +66,9 @@ def train_cbm(cfg: TrainConfig, *, data_root=None, cache_dir: str | os.PathLike 
     return model, provenance
 
 
-def image_hashes(paths) -> list[str]:
-    """Short content hashes of image files (16 hex digits: enough to spot a reused image)."""
-    from medcbm.backbones.cache import content_hash
-
-    return [content_hash(p)[:16] for p in paths]
+def short_keys(keys: list[str]) -> list[str]:
+    """Feature-cache keys (image content hashes) cut to 16 hex digits: enough to spot a reused image."""
+    return [k[:16] for k in keys]
 
 
 def _grounding_provenance(model: KnowledgeCBM) -> dict:
@@ -80,7 +79,7 @@ def _grounding_provenance(model: KnowledgeCBM) -> dict:
     return {"kind": model.grounder.kind, "sources": sources or None, **probe_summary(model.grounder)}
 
 
-def _mapped_labels(manifest: Manifest, meta: dict) -> tuple[Manifest, np.ndarray]:
+def mapped_labels(manifest: Manifest, meta: dict) -> tuple[Manifest, np.ndarray]:
     """Map raw labels to model classes with the stored label map; rows with unmapped labels are an error."""
     y = label_indices(manifest.frame, meta)
     if (y < 0).any():
@@ -95,17 +94,13 @@ def evaluate_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=
     """Accuracy/AUROC/ECE with CIs and per-subgroup results of a saved model (or adaptation) on a labelled manifest."""
     model, meta = load_model(model_dir)
     spec = backbone_from_meta(meta)
-    manifest, y = _mapped_labels(manifest, meta)
+    manifest, y = mapped_labels(manifest, meta)
     X = extract_features(manifest, spec, cache_dir=cache_dir, progress=progress).X
-    proba = model.predict_proba(X, _groups(model, manifest, meta))
+    proba = model.predict_proba(X, model_groups(model, manifest.frame, meta))
     res = split_metrics(y, proba)
     res["subgroups"] = subgroup_metrics(y, proba, manifest.frame)
     res["model"] = str(model_dir)
     return res
-
-
-def _groups(model, manifest: Manifest, meta: dict):
-    return model_groups(model, manifest.frame, meta)
 
 
 def predict_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=None, top_k: int = 3,
@@ -114,7 +109,7 @@ def predict_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=N
     adaptation folder)."""
     model, meta = load_model(model_dir)
     X = extract_features(manifest, backbone_from_meta(meta), cache_dir=cache_dir, progress=progress).X
-    groups = _groups(model, manifest, meta)
+    groups = model_groups(model, manifest.frame, meta)
     proba = model.predict_proba(X, groups)
     P = model.predict_concepts(X, groups)
     contrib = model.contributions(X, groups)
