@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -56,19 +56,19 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
 @app.command()
 def quickstart(
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="datasets folder (default: $MEDCBM_DATA, then ../shared/data)"),
-    run_dir: Path = typer.Option(Path("runs/quickstart"), "--run-dir", help="where the manifest, features and metrics go"),
-    seeds: int = typer.Option(5, "--seeds", help="seeds of the confounded HAM10000 protocol"),
+    run_dir: Path = typer.Option(Path("runs/quickstart"), "--run-dir", help="where the models, manifests and report go"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="feature cache (default: RUN_DIR/features)"),
-    methods: Optional[List[str]] = typer.Option(None, "--method", "-m",
-                                                help="methods to run (default: the probes, cbm, cbm_ph2_only)"),
+    k: int = typer.Option(4, "--k", help="labelled new-site images per class for adaptation"),
+    cases: int = typer.Option(6, "--cases", help="out-of-domain cases explained in the audit report"),
 ) -> None:
-    """Run the whole pipeline on the shared HAM10000 and print the ID/OOD table."""
-    from medcbm.benchmarks.bench_shift import markdown_table
-    from medcbm.quickstart import run_quickstart
+    """Train a CBM and a black box, adapt the CBM to a new site, audit it; print what was found and written.
 
-    res = run_quickstart(data_root=data_root, run_dir=run_dir, seeds=seeds, cache_dir=cache_dir, methods=methods)
-    Console().print(markdown_table(res))
-    Console().print(f"run directory: {run_dir} (metrics.json, metrics.md, manifest.csv, features/)")
+    Finished stages are reused: an interrupted run resumes, a finished one only re-prints.
+    """
+    from medcbm.quickstart import render_summary, run_quickstart
+
+    res = run_quickstart(data_root=data_root, run_dir=run_dir, cache_dir=cache_dir, k=k, n_cases=cases)
+    typer.echo(render_summary(res))
 
 
 @app.command("backbones")

@@ -1,0 +1,11 @@
+"""``make quickstart``: the whole journey on the shared data — train a CBM and a black box on a site-confounded
+split, adapt the CBM to the new sites from a few labelled images, audit its predictions — in one run directory.
+
+Sits on top of the workflows, adaptation and audit layers; nothing imports it but the CLI.
+"""
+
+from medcbm.quickstart.journey import STAGES, run_quickstart
+from medcbm.quickstart.results import QuickstartResult
+from medcbm.quickstart.summary import render_summary
+
+__all__ = ["STAGES", "QuickstartResult", "render_summary", "run_quickstart"]

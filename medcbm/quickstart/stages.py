@@ -1,0 +1,193 @@
+"""The four stages of the quickstart journey: data, train, adapt, audit. Each reads what the previous one wrote
+in the run directory and returns a record of what it found (:mod:`medcbm.quickstart.results`)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medcbm.data.manifest import Manifest, load_manifest, save_manifest
+from medcbm.quickstart.results import (AdaptResult, AuditResult, ChangedConcept, DataResult, QueryScores, Scores,
+                                       TrainResult)
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL = "ham10000-site-confounded"
+SITE = "ood-mix"  # the adaptation's name: the out-of-domain mix of sites, standing in for a new hospital
+ADAPTER = "tfti"
+GROUNDING_DATASETS = ("ph2", "derm7pt")  # the shipped CBM grounds its concepts on their expert annotations
+
+
+@dataclass(frozen=True)
+class JourneyContext:
+    """Where the journey reads and writes, and its few knobs.
+
+    Attributes:
+        run_dir: everything the journey writes goes here.
+        data_root: the shared datasets folder (resolved).
+        cache_dir: the feature cache.
+        seed: the protocol split seed (and the support draw).
+        k: labelled new-site images per class for adaptation.
+        n_cases: out-of-domain cases explained in the audit report.
+        occlusion_cases: of those, how many get occlusion maps (each costs 17 backbone passes).
+    """
+
+    run_dir: Path
+    data_root: Path
+    cache_dir: Path
+    seed: int = 0
+    k: int = 4
+    n_cases: int = 6
+    occlusion_cases: int = 2
+    progress: bool = True
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "models" / "cbm"
+
+    def split_path(self, split: str) -> Path:
+        return self.run_dir / "splits" / f"{split}.csv"
+
+
+def data_stage(ctx: JourneyContext) -> DataResult:
+    """Import HAM10000 (and check the grounding datasets), cut the protocol's split, write the manifests."""
+    from medcbm.data.importers import import_dataset
+    from medcbm.protocols import build_splits, load_protocol
+
+    ham = import_dataset("ham10000", ctx.data_root)
+    images = {"ham10000": len(ham)}
+    for name in GROUNDING_DATASETS:
+        images[name] = len(import_dataset(name, ctx.data_root))
+    manifest = save_manifest(ham, ctx.run_dir / "manifest.csv")
+    proto = load_protocol(PROTOCOL)
+    sp = build_splits(ham, proto, ctx.seed)
+    for split, idx in sp.index.items():
+        save_manifest(sp.manifest.subset(idx), ctx.split_path(split))
+    sites = ham.frame["site"].value_counts().sort_index()
+    return DataResult(images=images, sites={str(k): int(v) for k, v in sites.items()}, protocol=PROTOCOL,
+                      seed=ctx.seed, split_sizes={s: int(len(i)) for s, i in sp.index.items()}, manifest=str(manifest))
+
+
+def _scores(y: np.ndarray, proba: dict[str, np.ndarray], y_id: np.ndarray) -> Scores:
+    from medcbm.metrics import accuracy, auroc, balanced_accuracy
+
+    return Scores(id_acc=accuracy(y_id, proba["test_id"]), ood_acc=accuracy(y, proba["test_ood"]),
+                  ood_balanced_acc=balanced_accuracy(y, proba["test_ood"]), ood_auroc=auroc(y, proba["test_ood"]))
+
+
+def train_stage(ctx: JourneyContext) -> TrainResult:
+    """Train the shipped CBM and the linear probe (the black box) on the same confounded split."""
+    from medcbm.benchmarks.bench_shift import load_protocol_data
+    from medcbm.methods.linear_probe import linear_probe
+    from medcbm.workflows.config import DataConfig, TrainConfig
+    from medcbm.workflows.train import train_cbm
+
+    cfg = TrainConfig(name="cbm", out_dir=str(ctx.model_dir), data=DataConfig(protocol=PROTOCOL, seed=ctx.seed))
+    model, prov = train_cbm(cfg, data_root=ctx.data_root, cache_dir=ctx.cache_dir, progress=ctx.progress)
+    m = prov["metrics"]
+    cbm = Scores(id_acc=m["test_id"]["acc"], ood_acc=m["test_ood"]["acc"],
+                 ood_balanced_acc=m["test_ood"]["balanced_acc"], ood_auroc=m["test_ood"]["auroc"])
+    pdata = load_protocol_data(PROTOCOL, seeds=[ctx.seed], data_root=ctx.data_root, cache_dir=ctx.cache_dir,
+                               progress=ctx.progress)
+    _, y, _, data = pdata.seed_data(ctx.seed)
+    probe = _scores(y["test_ood"], linear_probe(data).proba, y["test_id"])
+    logger.info("OOD accuracy: linear probe %.3f, CBM %.3f", probe.ood_acc, cbm.ood_acc)
+    return TrainResult(probe=probe, cbm=cbm, n_concepts=len(model.concept_names_), model_dir=str(ctx.model_dir))
+
+
+def _query_scores(model_dir: Path, query: Manifest, ctx: JourneyContext) -> QueryScores:
+    from medcbm.workflows.train import evaluate_cbm
+
+    r = evaluate_cbm(model_dir, query, cache_dir=ctx.cache_dir, progress=False)
+    return QueryScores(acc=r["acc"], balanced_acc=r["balanced_acc"], auroc=r["auroc"])
+
+
+def split_support_query(ood: Manifest, y: np.ndarray, *, k: int, seed: int) -> tuple[Manifest, Manifest]:
+    """Cut the new-site images by patient into a pool and a query set; draw ``k`` labelled images per class
+    from the pool (the support). The query set is never used for adaptation."""
+    from medcbm.benchmarks.bench_adapt import draw_support, pool_query_split
+    from medcbm.errors import DataError
+
+    pool, query = pool_query_split(ood.frame["patient_id"].astype(str).to_numpy(), y, seed)
+    sel = draw_support(y[pool], k, np.random.default_rng([seed, k, 0]))
+    if sel is None:
+        raise DataError(f"--k {k}: the new-site pool has fewer than {k} images of some class; lower --k",
+                        path=ood.source)
+    return ood.subset(pool[sel]), ood.subset(query)
+
+
+def adapt_stage(ctx: JourneyContext) -> AdaptResult:
+    """Adapt the CBM to the out-of-domain site mix from ``k`` labelled images per class; score before/after
+    on the rest."""
+    from medcbm.audit.explain import bank_links
+    from medcbm.bottleneck.artifacts import load_cbm
+    from medcbm.workflows.adapt import adapt_cbm
+    from medcbm.workflows.train import mapped_labels
+
+    model, meta = load_cbm(ctx.model_dir)
+    ood, y = mapped_labels(load_manifest(ctx.split_path("test_ood")), meta)
+    support, query = split_support_query(ood, y, k=ctx.k, seed=ctx.seed)
+    adapt_dir = ctx.run_dir / "adapt"
+    support_path = save_manifest(support, adapt_dir / "support.csv")
+    query_path = save_manifest(query, adapt_dir / "query.csv")
+    fitted, path = adapt_cbm(ctx.model_dir, support, site=SITE, adapter=ADAPTER, k=ctx.k, force=True,
+                             cache_dir=ctx.cache_dir, progress=ctx.progress)
+    changes = []
+    for c in fitted.changes_:
+        links = bank_links(model, c.concept)
+        changes.append(ChangedConcept(concept=c.concept, action=c.action, statistic=c.statistic, factor=c.factor,
+                                      question=links[0].question if links else None))
+    sel = fitted.selection_
+    return AdaptResult(adapter=ADAPTER, site=SITE, k=ctx.k, n_support=len(support), n_query=len(query),
+                       before=_query_scores(ctx.model_dir, query, ctx), after=_query_scores(path, query, ctx),
+                       changed=sel.changed, reason=sel.reason, loo_gain=sel.gain, changes=changes,
+                       adaptation_dir=str(path), support_manifest=str(support_path), query_manifest=str(query_path))
+
+
+def pick_cases(frame, truth: list[str], classes: list[str], n: int) -> list[int]:
+    """Rows worth explaining: the most confident correct case of each class, the most confident mistake, then
+    the least confident cases (where a clinician would look twice).
+
+    Args:
+        frame: :func:`~medcbm.workflows.train.predict_cbm` output (``prediction``, ``p_<class>``).
+        truth: the true class of each row.
+    """
+    pred = frame["prediction"].tolist()
+    conf = frame[[f"p_{c}" for c in classes]].max(axis=1).to_numpy()
+    right = np.array([p == t for p, t in zip(pred, truth)])
+    picked: list[int] = []
+
+    def add(rows: np.ndarray, most_confident: bool) -> None:
+        rows = [int(i) for i in rows if int(i) not in picked]
+        if rows and len(picked) < n:
+            picked.append(max(rows, key=lambda i: conf[i]) if most_confident else min(rows, key=lambda i: conf[i]))
+
+    for c in classes:
+        add(np.flatnonzero(right & (np.array(truth) == c)), True)
+    add(np.flatnonzero(~right), True)
+    for i in np.argsort(conf):
+        add(np.array([i]), False)
+    return picked
+
+
+def audit_stage(ctx: JourneyContext, adaptation_dir: Path) -> AuditResult:
+    """Write the audit report of a handful of out-of-domain cases (correct and wrong) and the global view."""
+    from medcbm.audit import write_audit_report
+    from medcbm.bottleneck.artifacts import load_cbm
+    from medcbm.workflows.train import mapped_labels, predict_cbm
+
+    _, meta = load_cbm(ctx.model_dir)
+    query, y = mapped_labels(load_manifest(ctx.run_dir / "adapt" / "query.csv"), meta)
+    pred = predict_cbm(adaptation_dir, query, cache_dir=ctx.cache_dir, progress=False)
+    truth = [meta["classes"][i] for i in y]
+    rows = pick_cases(pred, truth, meta["classes"], ctx.n_cases)
+    n_correct = sum(pred["prediction"].iloc[i] == truth[i] for i in rows)
+    files = write_audit_report(adaptation_dir, query, ctx.run_dir / "audit", force=True,
+                               cases=[query.frame["id"].iloc[i] for i in rows], cache_dir=ctx.cache_dir,
+                               occlusion_cases=ctx.occlusion_cases, progress=ctx.progress)
+    return AuditResult(n_cases=len(rows), n_correct=int(n_correct), n_wrong=len(rows) - int(n_correct),
+                       n_images=len(query), html=str(files["html"]), json_path=str(files["json"]),
+                       model_card=str(files["model_card"]))

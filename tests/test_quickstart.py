@@ -1,0 +1,83 @@
+"""Contracts of the quickstart's pieces on synthetic records (the journey itself runs in test_cli)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medcbm.errors import ConfigError
+from medcbm.quickstart import render_summary
+from medcbm.quickstart.journey import StageStore, check_writable, stage_keys
+from medcbm.quickstart.results import (AdaptResult, AuditResult, ChangedConcept, DataResult, QueryScores,
+                                       QuickstartResult, Scores, StageRecord, TrainResult)
+from medcbm.quickstart.stages import JourneyContext, pick_cases
+
+
+def _result(tmp_path, *, changed: bool) -> QuickstartResult:
+    q = QueryScores(acc=0.7, balanced_acc=0.69, auroc=0.8)
+    s = Scores(id_acc=0.86, ood_acc=0.5, ood_balanced_acc=0.5, ood_auroc=0.48)
+    long_q = "Is there a blue-whitish veil, a structureless blue area with an overlying white ground-glass haze? " * 2
+    changes = [ChangedConcept(concept=f"concept_{i}", action="amplified" if i % 2 else "masked", statistic=0.3,
+                              factor=2.5 if i % 2 else 0.0, question=long_q) for i in range(8)]
+    return QuickstartResult(
+        run_dir=str(tmp_path), seconds={"data": 1.0, "train": 140.0, "adapt": 0.4, "audit": 2.0},
+        cached={"data": True, "train": True, "adapt": False, "audit": False}, metrics=str(tmp_path / "metrics.json"),
+        data=DataResult(images={"ham10000": 5764, "ph2": 200}, sites={"rosendahl": 1259, "vidir_molemax": 3159},
+                        protocol="p", seed=0, split_sizes={"train": 600}, manifest=str(tmp_path / "m.csv")),
+        train=TrainResult(probe=s, cbm=s, n_concepts=34, model_dir=str(tmp_path / "models" / "cbm")),
+        adapt=AdaptResult(adapter="tfti", site="ood-mix", k=4, n_support=8, n_query=100, before=q, after=q,
+                          changed=changed, reason="no candidate beat the unadapted model by the guard margin",
+                          loo_gain=0.12 if changed else 0.0, changes=changes if changed else [],
+                          adaptation_dir=str(tmp_path / "models" / "cbm" / "adaptations" / "ood-mix"),
+                          support_manifest="s.csv", query_manifest="q.csv"),
+        audit=AuditResult(n_cases=6, n_correct=5, n_wrong=1, n_images=100, html=str(tmp_path / "audit.html"),
+                          json_path="a.json", model_card="MODEL_CARD.md"))
+
+
+@pytest.mark.parametrize("changed", [True, False])
+def test_summary_fits_a_100_column_terminal_and_names_the_files(tmp_path, changed):
+    res = _result(tmp_path, changed=changed)
+    text = render_summary(res)
+    assert max(map(len, text.splitlines())) <= 100
+    assert f"Files in {tmp_path}" in text and "audit.html" in text and "\n  metrics        metrics.json" in text
+    assert "train 140 s (cached)" in text
+    assert ("left unchanged: no candidate" in text) != changed
+    assert ("and 2 more" in text) == changed  # six changed concepts shown, the rest counted
+
+
+def test_pick_cases_takes_confident_right_answers_a_mistake_then_borderline_cases():
+    frame = pd.DataFrame({"prediction": ["a", "a", "b", "b", "a", "b"],
+                          "p_a": [0.9, 0.6, 0.2, 0.45, 0.8, 0.1], "p_b": [0.1, 0.4, 0.8, 0.55, 0.2, 0.9]})
+    truth = ["a", "a", "b", "b", "b", "a"]
+    rows = pick_cases(frame, truth, ["a", "b"], 4)
+    # 0 and 2: the most confident correct case per class; 5: the most confident mistake; 3: the least confident
+    assert rows == [0, 2, 5, 3]
+    assert sorted(pick_cases(frame, truth, ["a", "b"], 10)) == list(range(6))  # never more rows than there are
+
+
+def test_stage_records_are_reused_only_with_the_same_key_and_their_files(tmp_path):
+    ctx = JourneyContext(run_dir=tmp_path, data_root=tmp_path, cache_dir=tmp_path / "f")
+    keys = stage_keys(ctx)
+    assert len(set(keys.values())) == 4
+    assert stage_keys(JourneyContext(run_dir=tmp_path, data_root=tmp_path, cache_dir=tmp_path / "f", k=8))["train"] \
+        == keys["train"] != stage_keys(JourneyContext(run_dir=tmp_path, data_root=tmp_path, cache_dir=tmp_path / "f",
+                                                     seed=1))["train"]
+    res = _result(tmp_path, changed=True).audit
+    for f in ("audit.html", "a.json", "MODEL_CARD.md"):
+        (tmp_path / f).write_text("x")
+    res = res.model_copy(update={"json_path": str(tmp_path / "a.json"), "model_card": str(tmp_path / "MODEL_CARD.md")})
+    store = StageStore(tmp_path / "stages")
+    store.save(StageRecord(stage="audit", key=keys["audit"], seconds=2.0, result=res))
+    assert store.load("audit", keys["audit"], ctx).result == res
+    assert store.load("audit", keys["adapt"], ctx) is None  # other inputs
+    (tmp_path / "audit.html").unlink()
+    assert store.load("audit", keys["audit"], ctx) is None  # its report is gone
+    (tmp_path / "stages" / "audit.json").write_text("{not json")
+    assert store.load("audit", keys["audit"], ctx) is None  # a torn record is run again, not an error
+
+
+def test_an_unwritable_run_directory_is_one_clear_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=r"cannot write to .*file.*--run-dir"):
+        check_writable(tmp_path / "file" / "run")
+    check_writable(tmp_path / "ok")
+    assert (tmp_path / "ok").is_dir() and not list((tmp_path / "ok").iterdir())
