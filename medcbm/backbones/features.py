@@ -52,6 +52,8 @@ class _ImageDataset(Dataset):
     def __getitem__(self, i: int):
         try:
             out = self.transform({"image": self.paths[i], "mask": self.masks[i]})
+            if not torch.isfinite(out["image"]).all():  # one bad file is skipped or named, not a failed run
+                return i, None, ("the image decodes to non-finite values", self.paths[i], "image"), False
             return i, out["image"], None, bool(out.get(NO_LESION_KEY, False))
         except Exception as exc:  # anything a reader library throws becomes a per-file message
             cause = unwrap_transform_error(exc)

@@ -23,6 +23,7 @@ from monai.data import PILReader, PydicomReader  # noqa: E402
 from monai.utils import MetaKeys  # noqa: E402
 
 from medcbm.data.filetypes import is_dicom_file  # noqa: E402
+from medcbm.data.limits import check_image_size  # noqa: E402
 from medcbm.errors import DataError  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -37,37 +38,97 @@ def _single_name(data) -> str:
     return str(data)
 
 
+def _dicom_geometry(ds, filename: str) -> tuple[int, int, int, str]:
+    """``(frames, samples per pixel, rows/cols checked, photometric)`` from the header, before any decoding."""
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper().strip()
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"unreadable image geometry in the DICOM header ({exc})", path=filename) from None
+    check_image_size(cols, rows, filename)  # only the first frame is decoded
+    return frames, spp, rows, photometric
+
+
+def _finite(arr: np.ndarray, filename: str, what: str) -> np.ndarray:
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise DataError(f"non-finite pixel values {what}", path=filename)
+    return arr
+
+
 def dicom_to_array(ds, filename: str = "<dataset>") -> np.ndarray:
     """Display-ready float32 pixels from a pydicom dataset.
 
     Returns:
         ``(H, W)`` for grayscale, ``(H, W, 3)`` for colour; grayscale in display orientation
-        (MONOCHROME1 inverted) after modality and VOI LUTs.
+        (MONOCHROME1 inverted) after modality and VOI LUTs; palette colour through its lookup table.
+
+    Raises:
+        DataError: no pixels, a size outside :class:`~medcbm.data.limits.ImageLimits`, undecodable data, LUT
+            parameters that cannot be applied or that give non-finite values.
     """
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DataError("DICOM file has no pixel data (is it a structured report or presentation state?)", path=filename)
+    frames, spp, _, photometric = _dicom_geometry(ds, filename)
     try:
-        arr = ds.pixel_array
+        # 2D classification takes the first frame; decoding only that one bounds memory for long cine loops
+        arr = pixel_array(ds, index=0) if frames > 1 else ds.pixel_array
     except Exception as exc:  # pydicom raises many types for codec/truncation problems
         raise DataError(f"cannot decode DICOM pixel data: {exc}", path=filename) from None
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    spp = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    if frames > 1:
-        # 2D classification takes the first frame; volumes need a 3D pipeline
-        logger.debug("%s has %d frames; using the first", filename, frames)
-        arr = arr[0]
-    if spp == 3:
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] != 3):
+        raise DataError(f"DICOM pixels have shape {arr.shape}; expected one 2D grayscale or RGB frame", path=filename)
+    if photometric == "PALETTE COLOR":
+        try:
+            arr = apply_color_lut(arr, ds)
+        except Exception as exc:
+            raise DataError(f"cannot apply the DICOM palette colour lookup table: {exc}", path=filename) from None
+        # 16-bit palette entries -> the 8-bit range photographs use
+        return _finite(arr / 257.0 if arr.max() > 255 else arr, filename, "after the palette lookup")
+    if spp == 3 or arr.ndim == 3:
         # pydicom converts YBR to RGB by default; keep colour photographs in colour
-        return np.ascontiguousarray(arr.astype(np.float32))
-    arr = apply_modality_lut(arr, ds)
-    arr = apply_voi_lut(arr, ds, index=0) if ("WindowCenter" in ds or "VOILUTSequence" in ds) else arr
-    arr = arr.astype(np.float32)
+        return _finite(arr, filename, "in the colour image")
+    try:
+        arr = apply_modality_lut(arr, ds)
+        if "WindowCenter" in ds or "VOILUTSequence" in ds:
+            arr = apply_voi_lut(arr, ds, index=0)
+    except Exception as exc:
+        raise DataError(f"cannot apply the DICOM modality/VOI LUT ({exc}); check RescaleSlope/RescaleIntercept, "
+                        "WindowCenter/WindowWidth and VOILUTFunction", path=filename) from None
+    arr = _finite(arr, filename, "after the DICOM modality/VOI LUT (check RescaleSlope/RescaleIntercept and "
+                  "WindowCenter/WindowWidth)")
     if photometric == "MONOCHROME1":
         arr = arr.max() + arr.min() - arr
     return np.ascontiguousarray(arr)
+
+
+def canonical_mode(img, filename: str):
+    """A PIL image in a mode the transform chain reads correctly: RGB(A), L(A), or F scaled to 0..255.
+
+    CMYK, palette, YCbCr, 1-bit, 16/32-bit integer and float images would otherwise be read as the wrong
+    colours, as palette indices, or as (nearly) black.
+    """
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("RGB", "RGBA", "L", "LA"):
+        return img
+    if mode == "1":
+        return img.convert("L")
+    if mode in ("P", "PA"):
+        return img.convert("RGBA" if mode == "PA" or "transparency" in img.info else "RGB")
+    if mode.startswith("I") or mode == "F":
+        a = _finite(np.asarray(img, dtype=np.float64), filename, "in the image")
+        lo, hi = float(a.min()), float(a.max())
+        if mode == "F" and lo >= 0.0 and hi <= 1.0:  # the float convention: intensities in [0, 1]
+            return Image.fromarray((a * 255.0).astype(np.float32), mode="F")
+        # wide-range integers (16/32-bit) and other floats are min-max scaled, as grayscale DICOM is after its
+        # window, whatever their maximum (a 16-bit file is never mistaken for an 8-bit one)
+        return Image.fromarray(((a - lo) / max(hi - lo, 1e-12) * 255.0).astype(np.float32), mode="F")
+    return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV
 
 
 class MedDicomReader(PydicomReader):
@@ -131,10 +192,17 @@ class SafePILReader(PILReader):
 
         name = _single_name(data)
         try:
-            img = Image.open(name)
+            img = Image.open(name)  # reads the header only
+            check_image_size(img.width, img.height, name)
             img.load()  # force decoding so truncation surfaces here, not deep in a transform
+            return canonical_mode(img, name)
+        except DataError:
+            raise
         except FileNotFoundError:
             raise DataError("image file not found", path=name) from None
+        except Image.DecompressionBombError as exc:  # PIL's own limit (2 x MAX_IMAGE_PIXELS) acts before ours
+            raise DataError(f"image refused before decoding, as a decompression bomb: {exc}", path=name) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise DataError(f"corrupt or unreadable image: {exc}", path=name) from None
-        return img
+        except Exception as exc:  # PIL's decoders raise assorted types on hostile files
+            raise DataError(f"corrupt or unreadable image ({type(exc).__name__}: {exc})", path=name) from None

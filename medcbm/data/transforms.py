@@ -239,9 +239,15 @@ def load_image(path: str, cfg: PreprocessConfig | None = None) -> torch.Tensor:
     """Load and preprocess one file into a ``(3, S, S)`` tensor; bad files raise :class:`DataError`."""
     t = preprocess_transforms(cfg or PreprocessConfig())
     try:
-        return t({"image": str(path)})["image"]
+        x = t({"image": str(path)})["image"]
     except Exception as exc:
-        raise unwrap_transform_error(exc) from None
+        cause = unwrap_transform_error(exc)
+        if isinstance(cause, DataError):
+            raise cause from None
+        raise DataError(f"cannot load image ({type(cause).__name__}: {cause})", path=str(path)) from None
+    if not torch.isfinite(x).all():
+        raise DataError("the image decodes to non-finite values", path=str(path))
+    return x
 
 
 def preprocess_transforms(cfg: PreprocessConfig, keys: Sequence[str] = ("image",)) -> Compose:
