@@ -6,7 +6,10 @@ import json
 import os
 from pathlib import Path
 
+from typing import Any
+
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medcbm import __version__
 from medcbm._io import atomic_write_bytes, atomic_write_json, sha256_file
@@ -15,7 +18,7 @@ from medcbm.bottleneck.estimator import KnowledgeCBM
 from medcbm.bottleneck.nuisance import ConceptOffsets
 from medcbm.bottleneck.trainer import BottleneckConfig
 from medcbm.concepts.grounding.base import grounder_from_state
-from medcbm.errors import ConfigError, DataError
+from medcbm.errors import ConfigError, DataError, MedcbmError
 
 FORMAT = "medcbm.cbm/1"
 
@@ -38,7 +41,11 @@ def save_cbm(model: KnowledgeCBM, out_dir: str | os.PathLike, *, backbone: Backb
     if offsets is not None:
         tensors["bottleneck.offsets"] = offsets.offsets
     tensors.update({f"grounder.{k}": np.ascontiguousarray(v) for k, v in g_tensors.items()})
-    atomic_write_bytes(out / "model.safetensors", save({k: np.ascontiguousarray(v) for k, v in tensors.items()}))
+    identity = {"classes": json.dumps(list(model.classes)), "concepts": json.dumps(list(model.concept_names_)),
+                "backbone_fingerprint": backbone.fingerprint()}
+    # the weights file carries what they were trained for: an edited model.json cannot relabel them
+    atomic_write_bytes(out / "model.safetensors", save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                                                       metadata=identity))
     meta = {
         "format": FORMAT,
         "medcbm_version": __version__,
@@ -58,23 +65,102 @@ def save_cbm(model: KnowledgeCBM, out_dir: str | os.PathLike, *, backbone: Backb
     return out
 
 
+class ModelMeta(BaseModel):
+    """``model.json``, validated: a missing, mistyped or unknown key is refused by name."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: str
+    medcbm_version: str
+    classes: list[str] = Field(min_length=2)
+    concepts: list[str] = Field(min_length=1)
+    config: BottleneckConfig
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    grounder: dict[str, Any]
+    backbone: BackboneSpec
+    backbone_fingerprint: str
+    fit_info: dict[str, Any] = Field(default_factory=dict)
+    offset_groups: list[str] | None = None
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    weights_sha256: str
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelMeta":
+        for key in ("classes", "concepts"):
+            names = getattr(self, key)
+            if len(set(names)) != len(names):
+                raise ValueError(f"{key}: duplicate names")
+        if self.backbone.fingerprint() != self.backbone_fingerprint:
+            raise ValueError("backbone: does not match backbone_fingerprint (was the backbone edited?)")
+        return self
+
+
+def read_model_meta(model_dir: Path) -> dict:
+    """``model.json`` parsed and validated (one-line errors naming the key), as a plain dict."""
+    path = model_dir / "model.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"model.json is not valid JSON (truncated or edited?): {exc}", path=str(path)) from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+        raise ConfigError(f"{path}: unsupported artifact format {got!r} (expected {FORMAT})")
+    try:
+        ModelMeta.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(k) for k in err["loc"]) or "(top level)"
+        raise ConfigError(f"{path}: key '{key}': {err['msg']} (retrain, or restore the file saved with the "
+                          "model)") from None
+    return raw
+
+
+def _load_tensors(model_dir: Path, meta: dict) -> dict[str, np.ndarray]:
+    """The weights, checked against the checksum, the identity they were saved with, their shapes and finiteness."""
+    from safetensors import safe_open
+
+    path = model_dir / "model.safetensors"
+    if sha256_file(path) != meta["weights_sha256"]:
+        raise DataError(f"{path} does not match the checksum in model.json (corrupt or replaced)")
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            saved = fh.metadata() or {}
+            t = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # a file that is not safetensors at all (e.g. a renamed pickle)
+        raise DataError(f"{path} is not a readable safetensors file ({type(exc).__name__}: {exc})") from None
+    for key, value in (("classes", meta["classes"]), ("concepts", meta["concepts"])):
+        if key in saved and json.loads(saved[key]) != list(value):
+            raise ConfigError(f"{model_dir}/model.json '{key}' differ from those the weights were saved with "
+                              f"({json.loads(saved[key])}); restore model.json")
+    if "backbone_fingerprint" in saved and saved["backbone_fingerprint"] != meta["backbone_fingerprint"]:
+        raise ConfigError(f"{model_dir}/model.json names another backbone than the weights were trained on; "
+                          "restore model.json")
+    n_cls, n_con = len(meta["classes"]), len(meta["concepts"])
+    n_groups = len(meta.get("offset_groups") or [])
+    shapes = {"bottleneck.W": (n_cls, n_con), "bottleneck.b": (n_cls,), "bottleneck.p_mean": (n_con,),
+              "bottleneck.p_scale": (n_con,), "bottleneck.prior": (n_cls, n_con),
+              "bottleneck.class_means": (n_cls, n_con), "bottleneck.offsets": (n_groups, n_con)}
+    for key, shape in shapes.items():
+        if key in t and t[key].shape != shape:
+            raise DataError(f"{path}: tensor '{key}' has shape {t[key].shape}, model.json implies {shape}")
+        if key not in t and key in ("bottleneck.W", "bottleneck.b", "bottleneck.p_mean", "bottleneck.p_scale"):
+            raise DataError(f"{path}: tensor '{key}' is missing")
+    bad = [k for k, v in t.items() if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()]
+    if bad:
+        raise DataError(f"{path}: non-finite values in {bad[:3]}; the model cannot be used (retrain it)")
+    return t
+
+
 def load_cbm(model_dir: str | os.PathLike, *, expect_backbone: BackboneSpec | None = None,
              expect_concepts: list[str] | None = None) -> tuple[KnowledgeCBM, dict]:
-    """Load an artifact, refusing one built for another backbone or concept bank.
+    """Load an artifact, refusing one built for another backbone or concept bank, or one that was damaged or edited.
 
     Returns:
         ``(model, meta)``.
     """
-    from safetensors.numpy import load_file
-
     d = Path(model_dir)
     if not (d / "model.json").is_file() or not (d / "model.safetensors").is_file():
         raise DataError(f"{d} is not a medcbm model folder (needs model.json and model.safetensors)")
-    meta = json.loads((d / "model.json").read_text())
-    if meta.get("format") != FORMAT:
-        raise ConfigError(f"{d}: unsupported artifact format {meta.get('format')!r} (expected {FORMAT})")
-    if sha256_file(d / "model.safetensors") != meta["weights_sha256"]:
-        raise DataError(f"{d}/model.safetensors does not match the checksum in model.json (corrupt or replaced)")
+    meta = read_model_meta(d)
     if expect_backbone is not None and expect_backbone.fingerprint() != meta["backbone_fingerprint"]:
         raise ConfigError(f"model in {d} was trained on backbone '{meta['backbone']['name']}' "
                           f"(fingerprint {meta['backbone_fingerprint']}) but features come from '{expect_backbone.name}' "
@@ -82,9 +168,18 @@ def load_cbm(model_dir: str | os.PathLike, *, expect_backbone: BackboneSpec | No
     if expect_concepts is not None and list(expect_concepts) != list(meta["concepts"]):
         raise ConfigError(f"model in {d} uses concepts {meta['concepts']} but the given concept bank has "
                           f"{list(expect_concepts)}; retrain with this bank or use the matching one")
-    t = load_file(str(d / "model.safetensors"))
-    grounder = grounder_from_state({k[len("grounder."):]: v for k, v in t.items() if k.startswith("grounder.")},
-                                   meta["grounder"])
+    t = _load_tensors(d, meta)
+    try:
+        grounder = grounder_from_state({k[len("grounder."):]: v for k, v in t.items() if k.startswith("grounder.")},
+                                       meta["grounder"])
+    except MedcbmError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{d}/model.json 'grounder' does not match the saved weights ({type(exc).__name__}: "
+                          f"{exc})") from None
+    if len(grounder.concept_names_) != len(meta["concepts"]):
+        raise ConfigError(f"{d}/model.json: the grounder gives {len(grounder.concept_names_)} concepts, 'concepts' "
+                          f"lists {len(meta['concepts'])}")
     adjusted = meta.get("offset_groups") is not None
     model = KnowledgeCBM(grounder, classes=meta["classes"], config=BottleneckConfig(**meta["config"]),
                          concepts=meta["concepts"], nuisance_adjust=adjusted)
