@@ -77,3 +77,32 @@ def sha256_text(*parts: str) -> str:
         h.update(p.encode("utf-8"))
         h.update(b"\0")
     return h.hexdigest()
+
+
+# a spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_escape(value: Any) -> Any:
+    """Prefix a text cell that a spreadsheet would run as a formula with ``'``; other values pass through."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def csv_unescape(value: Any) -> Any:
+    """Undo :func:`csv_escape` (for files medcbm wrote and reads back)."""
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES):
+        return value[1:]
+    return value
+
+
+def safe_csv_bytes(frame) -> bytes:
+    """``frame`` as UTF-8 CSV with every formula-like text cell escaped (safe to open in a spreadsheet)."""
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
+    out = frame.copy()
+    for col in out.columns:
+        if is_object_dtype(out[col]) or is_string_dtype(out[col]):
+            out[col] = out[col].map(csv_escape)
+    return out.to_csv(index=False).encode("utf-8")

@@ -10,6 +10,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+# DICOM imports pseudonymise with a key file; the tests keep theirs out of the user's home
+os.environ.setdefault("MEDCBM_PSEUDONYM_KEY", str(Path(__file__).resolve().parents[1] / ".cache" / "pseudonym.key"))
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

@@ -46,14 +46,18 @@ def import_folder_cmd(
     image_col: str = typer.Option("image", help="CSV column with file paths relative to FOLDER"),
     label_col: str = typer.Option("label", help="CSV column with labels"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="record unreadable files instead of stopping"),
+    keep_identifiers: bool = typer.Option(False, "--keep-identifiers",
+                                          help="store DICOM PatientID/InstitutionName as they are (default: keyed "
+                                               "hashes; key in ~/.medcbm/pseudonym.key or $MEDCBM_PSEUDONYM_KEY)"),
 ) -> None:
-    """Write a manifest for your own images (DICOM headers fill patient, sex, age, site, view)."""
+    """Write a manifest for your own images (DICOM headers fill patient, sex, age, site, view; patient and
+    institution pseudonymised)."""
     from medcbm.data.importers import import_folder
     from medcbm.data.manifest import SkipLog
 
     skips = SkipLog() if skip_bad else None
-    _write(import_folder(folder, labels_csv=labels_csv, image_col=image_col, label_col=label_col, skips=skips),
-           out, skips, "files")
+    _write(import_folder(folder, labels_csv=labels_csv, image_col=image_col, label_col=label_col, skips=skips,
+                         keep_identifiers=keep_identifiers), out, skips, "files")
 
 
 @app.command("validate")

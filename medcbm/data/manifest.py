@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
+from pandas.api.types import is_object_dtype, is_string_dtype
 
-from medcbm._io import atomic_write_bytes, atomic_write_json
+from medcbm._io import atomic_write_bytes, atomic_write_json, csv_unescape, safe_csv_bytes
 from medcbm.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -211,8 +212,16 @@ def load_manifest(path: str | os.PathLike, *, root: str | os.PathLike | None = N
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_csv(path, dtype={"id": str, "patient_id": str, "label": str}, keep_default_na=True)
+            for col in frame.columns:
+                if is_object_dtype(frame[col]) or is_string_dtype(frame[col]):
+                    frame[col] = frame[col].map(csv_unescape)
+    except pd.errors.EmptyDataError:
+        raise DataError("manifest is empty (it needs id, image and label columns and one row per image)",
+                        path=str(path)) from None
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise DataError(f"cannot parse manifest: {exc}", path=str(path)) from None
+    if frame.empty:
+        raise DataError("manifest has a header but no rows", path=str(path))
     return Manifest(frame, root if root is not None else path.parent, source=str(path))
 
 
@@ -220,14 +229,14 @@ def save_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
     """Write a manifest atomically (CSV or Parquet by suffix). Image paths are written absolute."""
     path = Path(path)
     df = manifest.frame.copy()
-    df["image"] = [str(p) for p in manifest.image_paths()]
+    df["image"] = [str(p.absolute()) for p in manifest.image_paths()]  # a relative root would tie it to the cwd
     if path.suffix.lower() == ".parquet":
         import io
 
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
         return atomic_write_bytes(path, buf.getvalue())
-    return atomic_write_bytes(path, df.to_csv(index=False).encode("utf-8"))
+    return atomic_write_bytes(path, safe_csv_bytes(df))
 
 
 def manifest_summary(manifest: Manifest) -> dict:

@@ -91,12 +91,12 @@ def register(app: typer.Typer) -> None:
         cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
     ) -> None:
         """Class and concept probabilities per image, with the concepts that drove each prediction."""
-        from medcbm._io import atomic_write_bytes
+        from medcbm._io import atomic_write_bytes, safe_csv_bytes
         from medcbm.workflows.train import predict_cbm
         from medcbm.data.manifest import load_manifest
 
         df = predict_cbm(model, load_manifest(manifest).check_files(), cache_dir=cache_dir)
-        atomic_write_bytes(out, df.to_csv(index=False).encode())
+        atomic_write_bytes(out, safe_csv_bytes(df))
         console.print(df[["id", "prediction", "top_concepts"]].head(10).to_string(index=False))
         console.print(f"wrote {out} ({len(df)} rows)")
 

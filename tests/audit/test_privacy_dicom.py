@@ -48,8 +48,8 @@ def test_no_dicom_identifier_in_any_output(dicom_file, audit_model, feature_cach
                 identifiers |= {v, *[p for p in v.split("^") if len(p) >= 4]}
         identifiers |= {name, str(dst), str(dst.parent)}
     assert {"CompressedSamples^CT1", "1CT1", "JFK IMAGING CENTER", "19400305"} <= identifiers  # the files do carry them
-    manifest = import_folder(folder)
-    assert "JFK IMAGING CENTER" in set(manifest.frame["site"])  # the header reached the manifest ...
+    manifest = import_folder(folder, keep_identifiers=True)
+    assert "JFK IMAGING CENTER" in set(manifest.frame["site"])  # the raw header reached the manifest (opt-in) ...
     with caplog.at_level(logging.DEBUG, logger="medcbm"):
         files = write_audit_report(audit_model, manifest, tmp_path / "audit", cache_dir=feature_cache, progress=False)
     report = json.loads(files["json"].read_text())
@@ -71,3 +71,36 @@ def test_no_dicom_identifier_in_any_output(dicom_file, audit_model, feature_cach
                        "log": caplog.text}.items():
         leaked = [s for s in numbers if s in text]
         assert not leaked, f"{kind} leaks {leaked}"
+
+
+def test_import_folder_pseudonymises_patient_and_institution_by_default(dicom_file, tmp_path):
+    """The CLI as a user runs it: the manifest file and the console hold keyed hashes, not the header values."""
+    import subprocess
+    import sys
+
+    import pydicom
+
+    folder = tmp_path / "export"
+    values = set()
+    for i, name in enumerate(FILES):
+        dst = folder / ("a" if i % 2 else "b") / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(dicom_file(name), dst)
+        ds = pydicom.dcmread(dst, stop_before_pixels=True)
+        values |= {str(ds.get(f, "")).strip() for f in ("PatientID", "InstitutionName", "PatientName")} - {""}
+    assert "JFK IMAGING CENTER" in values
+
+    def run(*extra):
+        out = tmp_path / f"m{len(extra)}.csv"
+        r = subprocess.run([sys.executable, "-m", "medcbm.cli", "data", "import-folder", folder, "-o", out, *extra],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return out.read_text() + r.stdout + r.stderr
+
+    text = run()
+    assert not [v for v in values if v in text], "identifiers leaked"
+    assert "pt-" in text and "site-" in text
+    again = run("--keep-identifiers")
+    assert "JFK IMAGING CENTER" in again  # the opt-in keeps them
+    # the same key gives the same pseudonyms: a patient's images stay together across imports
+    assert run() == text

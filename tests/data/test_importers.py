@@ -85,12 +85,17 @@ def test_folder_import_with_dicoms_and_subfolder_labels(tmp_path, data_root):
                         sex="M", age="070Y", patient=f"P{i}")  # no suffix: detected by the DICM magic
         else:
             shutil.copy(j, tmp_path / lab / f"img{i}.jpg")
-    m = import_folder(tmp_path)
+    m = import_folder(tmp_path, keep_identifiers=True)
     f = m.frame.set_index("id")
     assert sorted(f["label"]) == ["covid", "covid", "normal", "normal"]
     assert f.loc["normal/img0", "site"] == "Hosp0" and f.loc["normal/img0", "sex"] == "M"
     assert np.isclose(f.loc["normal/img0", "age"], 70.0) and f.loc["covid/img1", "patient_id"] == "P1"
     assert f.loc["normal/img2.jpg", "site"] == "unknown"
+    # by default patient and institution are keyed hashes: stable, distinct, not the header values
+    p = import_folder(tmp_path).frame.set_index("id")
+    assert p.loc["normal/img0", "site"].startswith("site-") and p.loc["covid/img1", "patient_id"].startswith("pt-")
+    assert p.loc["normal/img0", "patient_id"] != p.loc["covid/img1", "patient_id"]
+    assert p.equals(import_folder(tmp_path).frame.set_index("id")) and "Hosp0" not in p.to_csv()
 
 
 def test_folder_import_with_csv_reports_missing_rows(tmp_path, data_root):
@@ -102,3 +107,29 @@ def test_folder_import_with_csv_reports_missing_rows(tmp_path, data_root):
     skips = SkipLog()
     m = import_folder(tmp_path, labels_csv=tmp_path / "labels.csv", image_col="file", label_col="dx", skips=skips)
     assert len(m) == 1 and m.frame.loc[0, "site"] == "clinicA" and len(skips) == 1
+
+
+def test_bad_labels_csv_and_empty_manifests_are_one_line_errors(tmp_path, data_root):
+    from medcbm.data.manifest import load_manifest
+
+    jpg = sorted(glob.glob(str(data_root / "covid-cxr" / "images" / "*.jpg")))[0]
+    (tmp_path / "imgs").mkdir()
+    shutil.copy(jpg, tmp_path / "imgs" / "a.jpg")
+    with pytest.raises(DataError, match="labels CSV not found"):
+        import_folder(tmp_path / "imgs", labels_csv=tmp_path / "nope.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="labels CSV is empty"):
+        import_folder(tmp_path / "imgs", labels_csv=tmp_path / "empty.csv")
+    (tmp_path / "header.csv").write_text("image,label\n")
+    with pytest.raises(DataError, match="header but no rows"):
+        import_folder(tmp_path / "imgs", labels_csv=tmp_path / "header.csv")
+    for bad in ("../imgs/a.jpg", jpg):
+        (tmp_path / "esc.csv").write_text(f"image,label\na.jpg,x\n{bad},y\n")
+        with pytest.raises(DataError, match=r"leaves the image folder.*manifest row 2, field 'image'"):
+            import_folder(tmp_path / "imgs", labels_csv=tmp_path / "esc.csv")
+    (tmp_path / "m.csv").write_text("id,image,label\n")
+    with pytest.raises(DataError, match="header but no rows"):
+        load_manifest(tmp_path / "m.csv")
+    (tmp_path / "m0.csv").write_text("")
+    with pytest.raises(DataError, match="manifest is empty"):
+        load_manifest(tmp_path / "m0.csv")

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -74,3 +76,22 @@ def test_unparseable_manifest(tmp_path):
         load_manifest(p)
     with pytest.raises(DataError, match="not found"):
         load_manifest(tmp_path / "nope.csv")
+
+
+def test_csv_outputs_escape_formulas_and_read_back_unchanged(tmp_path, monkeypatch):
+    from medcbm._io import safe_csv_bytes
+    from medcbm.data.manifest import Manifest, load_manifest, save_manifest
+
+    (tmp_path / "a.jpg").write_bytes(b"")
+    ids = ['=HYPERLINK("http://x")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "plain"]
+    m = Manifest(pd.DataFrame({"id": ids, "image": ["a.jpg"] * 5, "label": ["nv"] * 5}), tmp_path)
+    monkeypatch.chdir(tmp_path)
+    save_manifest(Manifest(m.frame, "."), tmp_path / "out" / "m.csv")  # a relative root, as from import-folder
+    raw = (tmp_path / "out" / "m.csv").read_text()
+    # no cell a spreadsheet would run: every formula-like text starts with a quote
+    cells = [c for line in raw.splitlines()[1:] for c in line.split(",")]
+    assert not [c for c in cells if c.lstrip('"').startswith(("=", "+", "-", "@"))]
+    back = load_manifest(tmp_path / "out" / "m.csv")
+    assert list(back.frame["id"]) == ids  # medcbm reads its own escaping back
+    assert all(Path(p).is_absolute() for p in back.frame["image"])  # not relative to the working directory
+    assert b"'=HYPERLINK" in safe_csv_bytes(pd.DataFrame({"top": ['=HYPERLINK("x")'], "p": [0.5]}))

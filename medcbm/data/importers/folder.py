@@ -9,11 +9,13 @@ import pandas as pd
 
 from medcbm.data.manifest import Manifest, SkipLog
 from medcbm.data.filetypes import PHOTO_SUFFIXES, is_dicom_file
+from medcbm.data.pseudonyms import Pseudonymizer
 from medcbm.errors import DataError
 
 
-def _dicom_header(path: Path) -> dict:
-    """Patient/site/view fields from a DICOM header (pixels are not read here)."""
+def _dicom_header(path: Path, pseudo: Pseudonymizer | None) -> dict:
+    """Patient/site/view fields from a DICOM header (pixels are not read here); patient and institution are
+    pseudonymised unless ``pseudo`` is ``None``."""
     import pydicom
 
     try:
@@ -25,15 +27,34 @@ def _dicom_header(path: Path) -> dict:
     years = None
     if m:
         years = int(m.group(1)) / {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[m.group(2)]
+    patient = str(getattr(ds, "PatientID", "") or "").strip()
+    site = str(getattr(ds, "InstitutionName", "") or "").strip()
+    if pseudo is not None:
+        patient, site = pseudo.patient(patient) if patient else "", pseudo.site(site) if site else ""
     return {
-        "patient_id": str(getattr(ds, "PatientID", "") or "") or None,
+        "patient_id": patient or None,
         "sex": str(getattr(ds, "PatientSex", "") or "") or None,
         "age": years,
-        "site": str(getattr(ds, "InstitutionName", "") or "") or None,
+        "site": site or None,
         "modality": str(getattr(ds, "Modality", "") or ""),
         "view": str(getattr(ds, "ViewPosition", "") or ""),
         "body_part": str(getattr(ds, "BodyPartExamined", "") or ""),
     }
+
+
+def _read_labels(path: Path) -> pd.DataFrame:
+    """The labels CSV, or a one-line error when it is missing, empty or not a table."""
+    if not path.is_file():
+        raise DataError("labels CSV not found", path=str(path))
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except pd.errors.EmptyDataError:
+        raise DataError("labels CSV is empty (it needs a header row and one row per image)", path=str(path)) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"cannot parse labels CSV: {exc}", path=str(path)) from None
+    if table.empty:
+        raise DataError("labels CSV has a header but no rows", path=str(path))
+    return table
 
 
 def _is_image(p: Path) -> bool:
@@ -48,6 +69,7 @@ def import_folder(
     label_col: str = "label",
     id_col: str | None = None,
     skips: SkipLog | None = None,
+    keep_identifiers: bool = False,
 ) -> Manifest:
     """Build a manifest from a folder.
 
@@ -60,18 +82,23 @@ def import_folder(
         labels_csv: optional CSV with ``image_col`` and ``label_col``.
         image_col, label_col, id_col: CSV column names (``id_col`` defaults to the file path).
         skips: opt-in record of unreadable files; without it they raise.
+        keep_identifiers: store the DICOM header's PatientID and InstitutionName as they are; by default they are
+            keyed hashes (:mod:`medcbm.data.pseudonyms`), which still keep a patient's images together.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError("image folder not found", path=str(folder))
     if labels_csv is not None:
-        table = pd.read_csv(labels_csv, dtype=str)
+        table = _read_labels(Path(labels_csv))
         for c in (image_col, label_col):
             if c not in table.columns:
                 raise DataError(f"labels CSV lacks column '{c}' (has {list(table.columns)})", path=str(labels_csv), field=c)
         rows = []
         for i, r in table.iterrows():
             rel = str(r[image_col])
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                raise DataError(f"path '{rel}' leaves the image folder; give paths relative to {folder}",
+                                path=str(labels_csv), row=int(i) + 1, field=image_col)
             if not (folder / rel).is_file():
                 if skips is None:
                     raise DataError(f"file '{rel}' not found under {folder}", path=str(labels_csv), row=int(i) + 1, field=image_col)
@@ -90,11 +117,12 @@ def import_folder(
             rows.append({"id": str(rel), "image": str(rel), "label": rel.parts[0]})
     if not rows:
         raise DataError("no images found (looked for DICOM, JPEG, PNG, BMP, TIFF)", path=str(folder))
+    pseudo = None if keep_identifiers else Pseudonymizer()
     for rec in rows:
         p = folder / rec["image"]
         if is_dicom_file(p):
             try:
-                hdr = _dicom_header(p)
+                hdr = _dicom_header(p, pseudo)
             except DataError as exc:
                 if skips is None:
                     raise
