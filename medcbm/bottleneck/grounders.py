@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from medcbm.bottleneck.config import AnnotationSource, CBMConfig, ReportSource, VLMSource
+from medcbm.bottleneck.probe_cache import load_probes, probe_key, save_probes
 from medcbm.concepts.grounding.base import ConceptGrounder
 from medcbm.concepts.grounding.compose import ConceptUnion, ProjectedGrounder
 from medcbm.concepts.grounding.probes import ConceptProbes
@@ -112,8 +113,12 @@ def annotation_probes(sources: list[AnnotationSource], cfg: CBMConfig, ctx: Grou
         for x in n:
             C[:, names.index(x)] = pd.to_numeric(m.frame[CONCEPT_PREFIX + x]).to_numpy(float)
         Cs.append(C)
-    probes = ConceptProbes(min_auc=g.min_auc, drop_weak=g.drop_weak, seed=g.seed).fit(np.concatenate(Xs),
-                                                                                      np.concatenate(Cs), names)
+    X, C = np.concatenate(Xs), np.concatenate(Cs)
+    disk_key = probe_key(repr(key), X, C, names)
+    probes = load_probes(ctx.cache_dir, disk_key)
+    if probes is None:
+        probes = ConceptProbes(min_auc=g.min_auc, drop_weak=g.drop_weak, seed=g.seed).fit(X, C, names)
+        save_probes(ctx.cache_dir, disk_key, probes)
     probes.sources_ = {s.dataset: n for s, (_, n) in zip(sources, loaded)}
     logger.info("annotation probes (%s on %s): kept %d/%d concepts, mean CV AUROC %.3f", g.backbone,
                 "+".join(s.dataset for s in sources), len(probes.concept_names_), len(names),
