@@ -107,3 +107,14 @@ def own_manifest(ham_manifest, tmp_path_factory):
     d = tmp_path_factory.mktemp("own")
     df.to_csv(d / "manifest.csv", index=False)
     return d / "manifest.csv", df.reset_index(drop=True)
+
+
+# Scheduling under `-n 2 --dist loadfile` (make test): each file runs whole on one worker, handed out in
+# collection order. The longest files (the quickstart journey in test_cli.py, the local LLM server) start first;
+# the notebooks, which reuse the journey's lesion-crop features and fitted concept probes from the shared cache,
+# start last — so the two workers do not extract the same images at the same time.
+_FIRST, _LAST = ("test_cli.py", "test_openai_backend.py"), ("test_notebooks.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: 0 if item.path.name in _FIRST else 2 if item.path.name in _LAST else 1)
