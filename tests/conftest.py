@@ -110,10 +110,10 @@ def own_manifest(ham_manifest, tmp_path_factory):
 
 
 # Scheduling under `-n 2 --dist loadfile` (make test): each file runs whole on one worker, handed out in
-# collection order. The longest files (the quickstart journey in test_cli.py, the local LLM server) start first;
+# collection order. The longest files (the quickstart journey, the local LLM server) start first;
 # the notebooks, which reuse the journey's lesion-crop features and fitted concept probes from the shared cache,
 # start last — so the two workers do not extract the same images at the same time.
-_FIRST, _LAST = ("test_cli.py", "test_openai_backend.py"), ("test_notebooks.py",)
+_FIRST, _LAST = ("test_quickstart.py", "test_openai_backend.py"), ("test_notebooks.py",)
 
 
 def pytest_collection_modifyitems(config, items):

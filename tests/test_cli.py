@@ -42,47 +42,6 @@ def test_errors_are_one_clear_line(tmp_path, data_root):
     assert r.returncode == 2 and "--data-root" in r.stderr
 
 
-def test_quickstart_walks_the_journey_and_resumes(tmp_path, data_root, feature_cache):
-    run = tmp_path / "run"
-    args = ("quickstart", "--run-dir", run, "--cache-dir", feature_cache)
-    env = {"MEDCBM_DATA": str(data_root)}
-    r = medcbm(*args, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
-    res = json.loads((run / "metrics.json").read_text())
-    probe, cbm = res["train"]["probe"], res["train"]["cbm"]
-    assert probe["id_acc"] > 0.8 and probe["ood_acc"] < 0.65  # KnoBo's collapse, reproduced
-    assert cbm["ood_acc"] > probe["ood_acc"] + 0.1
-    adapt, audit = res["adapt"], res["audit"]
-    assert adapt["n_support"] == 8 and adapt["n_query"] >= 80 and adapt["support_manifest"] != adapt["query_manifest"]
-    support = set(pd.read_csv(adapt["support_manifest"])["patient_id"])
-    assert not support & set(pd.read_csv(adapt["query_manifest"])["patient_id"])  # scored on unseen patients
-    assert audit["n_correct"] >= 1 and audit["n_wrong"] >= 1
-    report = json.loads((run / "audit" / "audit.json").read_text())
-    assert len(report["cases"]) == audit["n_cases"] == 6
-    # the summary says where the report and the metrics are, and fits a 100-column terminal
-    assert f"Files in {run}" in r.stdout and "audit report   audit/audit.html" in r.stdout
-    assert "metrics        metrics.json" in r.stdout
-    assert "linear probe" in r.stdout and "before" in r.stdout and max(map(len, r.stdout.splitlines())) <= 100
-    assert all(not v for v in res["cached"].values())
-
-    # a rerun only re-prints; an interrupted one (audit lost) resumes at the audit
-    r2 = medcbm(*args, env=env)
-    assert r2.returncode == 0 and r2.stdout.replace(" (cached)", "") == r.stdout, r2.stderr[-2000:]
-    assert r2.stderr.count("done before, reusing it") == 4
-    (run / "stages" / "audit.json").unlink()
-    r3 = medcbm(*args, env=env)
-    assert r3.returncode == 0 and "quickstart stage audit: running" in r3.stderr
-    assert json.loads((run / "metrics.json").read_text())["cached"] == {
-        "data": True, "train": True, "adapt": True, "audit": False}
-
-    # a run directory that cannot be written: one line naming it, no traceback
-    blocked = tmp_path / "file"
-    blocked.write_text("")
-    r4 = medcbm("quickstart", "--run-dir", blocked / "run", "--cache-dir", feature_cache, env=env)
-    assert r4.returncode == 2 and "cannot write to" in r4.stderr and "--run-dir" in r4.stderr
-    assert "Traceback" not in r4.stderr
-
-
 def test_train_evaluate_predict(tmp_path, data_root, feature_cache, ham_manifest):
     cfg = tmp_path / "cbm.yaml"
     cfg.write_text(f"name: t\nout_dir: {tmp_path / 'model'}\ndata: {{protocol: ham10000-site-confounded}}\n"
