@@ -154,10 +154,12 @@ def build_audit(model_dir: str | os.PathLike, manifest: Manifest, *, cases: Sequ
     from medcbm.backbones.features import extract_features
     from medcbm.adapt.store import load_model
     from medcbm.bottleneck.artifacts import backbone_from_meta
+    from medcbm.bottleneck.metadata import warn_foreign_modality
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     model, meta = load_model(model_dir)
+    warn_foreign_modality(manifest.frame, meta)
     ids = CaseIds(salt, raw=raw_ids)
     frame = manifest.frame
     selected = _select(frame, cases, max_cases)

@@ -37,3 +37,29 @@ def label_indices(frame: pd.DataFrame, meta: dict) -> np.ndarray:
     label_map = (meta.get("provenance") or {}).get("label_map") or {c: [c] for c in classes}
     raw_to = {str(r): i for i, c in enumerate(classes) for r in label_map.get(c, [c])}
     return frame["label"].astype(str).map(lambda v: raw_to.get(v, -1)).to_numpy(int)
+
+
+# DICOM Modality values a model of each imaging domain can read; anything else is another kind of image
+DOMAIN_MODALITIES = {"dermoscopy": {"XC", "VL", "OT", "SC", "DM", ""}, "chest_xray": {"CR", "DX", "OT", "SC", ""}}
+
+
+def model_domain(meta: dict) -> str | None:
+    """The imaging domain a saved model was built for (from its concept bank, e.g. ``dermoscopy``)."""
+    bank = (((meta.get("recipe") or {}).get("config") or {}).get("bank")) or ""
+    domain = str(bank).split("/")[0]
+    return domain if domain in DOMAIN_MODALITIES else None
+
+
+def warn_foreign_modality(frame: pd.DataFrame, meta: dict, source: str = "the manifest") -> int:
+    """Warn loudly when rows carry a DICOM Modality the model's domain does not cover (a dermoscopy model
+    given CT or MR images still outputs a confident "malignant"). Returns the number of such rows."""
+    domain = model_domain(meta)
+    if domain is None or "modality" not in frame.columns:
+        return 0
+    mods = frame["modality"].fillna("").astype(str).str.strip().str.upper()
+    foreign = mods[~mods.isin(DOMAIN_MODALITIES[domain])]
+    if len(foreign):
+        logger.warning("%d of %d images in %s have a modality the model was not built for (%s; this is a %s model): "
+                       "their predictions are meaningless", len(foreign), len(frame), source,
+                       ", ".join(sorted(foreign.unique())), domain)
+    return int(len(foreign))

@@ -15,7 +15,7 @@ from medcbm.backbones.features import extract_features
 from medcbm.adapt.store import load_model
 from medcbm.bottleneck.artifacts import backbone_from_meta, save_cbm
 from medcbm.bottleneck.estimator import KnowledgeCBM
-from medcbm.bottleneck.metadata import label_indices, model_groups
+from medcbm.bottleneck.metadata import label_indices, model_groups, warn_foreign_modality
 from medcbm.bottleneck.grounders import GroundingContext
 from medcbm.bottleneck.recipe import fit_cbm
 from medcbm.data.manifest import Manifest
@@ -95,6 +95,7 @@ def evaluate_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=
     model, meta = load_model(model_dir)
     spec = backbone_from_meta(meta)
     manifest, y = mapped_labels(manifest, meta)
+    warn_foreign_modality(manifest.frame, meta)
     X = extract_features(manifest, spec, cache_dir=cache_dir, progress=progress).X
     proba = model.predict_proba(X, model_groups(model, manifest.frame, meta))
     res = split_metrics(y, proba)
@@ -108,6 +109,7 @@ def predict_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=N
     """Per-image class probabilities, concept probabilities and the top concept contributions (base model or
     adaptation folder)."""
     model, meta = load_model(model_dir)
+    warn_foreign_modality(manifest.frame, meta)
     X = extract_features(manifest, backbone_from_meta(meta), cache_dir=cache_dir, progress=progress).X
     groups = model_groups(model, manifest.frame, meta)
     proba = model.predict_proba(X, groups)

@@ -104,3 +104,26 @@ def test_import_folder_pseudonymises_patient_and_institution_by_default(dicom_fi
     assert "JFK IMAGING CENTER" in again  # the opt-in keeps them
     # the same key gives the same pseudonyms: a patient's images stay together across imports
     assert run() == text
+
+
+def test_a_dermoscopy_model_warns_on_ct_and_mr_images(dicom_file, audit_model, feature_cache, tmp_path, caplog):
+    """Real CT, MR, ultrasound and CR files through a dermoscopy model: predicted, but never without a loud word."""
+    import pydicom
+
+    from medcbm.data.importers.folder import import_folder
+    from medcbm.workflows.train import predict_cbm
+
+    folder = tmp_path / "export"
+    for name in FILES:
+        (folder / "x").mkdir(parents=True, exist_ok=True)
+        shutil.copy(dicom_file(name), folder / "x" / name)
+    foreign = sum(str(pydicom.dcmread(dicom_file(n), stop_before_pixels=True).Modality) not in ("SC", "XC", "OT")
+                  for n in FILES)
+    assert foreign >= 4  # CT, MR, US, CR ...
+    with caplog.at_level(logging.WARNING, logger="medcbm"):
+        out = predict_cbm(audit_model, import_folder(folder), cache_dir=feature_cache, progress=False)
+    assert len(out) == len(FILES)
+    warned = [r.getMessage() for r in caplog.records if "not built for" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(f"{foreign} of {len(FILES)} images")
+    assert "CT" in warned[0] and "MR" in warned[0] and "dermoscopy model" in warned[0]
+    assert str(folder) not in caplog.text  # no path in the log line
