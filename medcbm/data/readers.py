@@ -38,8 +38,9 @@ def _single_name(data) -> str:
     return str(data)
 
 
-def _dicom_geometry(ds, filename: str) -> tuple[int, int, int, str]:
-    """``(frames, samples per pixel, rows/cols checked, photometric)`` from the header, before any decoding."""
+def _dicom_geometry(ds, filename: str) -> tuple[int, int, str]:
+    """``(frames, samples per pixel, photometric)`` from the header, with the frame size checked, before any
+    decoding."""
     try:
         rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -48,7 +49,7 @@ def _dicom_geometry(ds, filename: str) -> tuple[int, int, int, str]:
     except (TypeError, ValueError) as exc:
         raise DataError(f"unreadable image geometry in the DICOM header ({exc})", path=filename) from None
     check_image_size(cols, rows, filename)  # only the first frame is decoded
-    return frames, spp, rows, photometric
+    return frames, spp, photometric
 
 
 def _finite(arr: np.ndarray, filename: str, what: str) -> np.ndarray:
@@ -73,7 +74,7 @@ def dicom_to_array(ds, filename: str = "<dataset>") -> np.ndarray:
 
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DataError("DICOM file has no pixel data (is it a structured report or presentation state?)", path=filename)
-    frames, spp, _, photometric = _dicom_geometry(ds, filename)
+    frames, spp, photometric = _dicom_geometry(ds, filename)
     try:
         # 2D classification takes the first frame; decoding only that one bounds memory for long cine loops
         arr = pixel_array(ds, index=0) if frames > 1 else ds.pixel_array

@@ -120,10 +120,11 @@ def run_quickstart(*, data_root: str | os.PathLike | None = None, run_dir: str |
     cached: dict[str, bool] = {}
     for stage in STAGES:
         # once a stage has run, everything after it runs too: its inputs may have changed
-        rec = store.load(stage, keys[stage], ctx) if all(cached.values()) else None
+        upstream_cached = all(cached.values())
+        rec = store.load(stage, keys[stage], ctx) if upstream_cached else None
         cached[stage] = rec is not None
         if rec is None:
-            if all(cached[s] for s in STAGES[:STAGES.index(stage)]):  # the first stage to run checks once
+            if upstream_cached:  # the first stage to run checks once
                 check_writable(run, ctx.cache_dir)
             logger.info("quickstart stage %s: running", stage)
             t0 = time.perf_counter()

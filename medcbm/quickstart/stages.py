@@ -71,29 +71,29 @@ def data_stage(ctx: JourneyContext) -> DataResult:
                       seed=ctx.seed, split_sizes={s: int(len(i)) for s, i in sp.index.items()}, manifest=str(manifest))
 
 
-def _scores(y: np.ndarray, proba: dict[str, np.ndarray], y_id: np.ndarray) -> Scores:
-    from medcbm.metrics import accuracy, auroc, balanced_accuracy
-
-    return Scores(id_acc=accuracy(y_id, proba["test_id"]), ood_acc=accuracy(y, proba["test_ood"]),
-                  ood_balanced_acc=balanced_accuracy(y, proba["test_ood"]), ood_auroc=auroc(y, proba["test_ood"]))
+def _scores(metrics: dict[str, dict]) -> Scores:
+    """ID/OOD scores from per-split :func:`~medcbm.metrics.split_metrics` results."""
+    ood = metrics["test_ood"]
+    return Scores(id_acc=metrics["test_id"]["acc"], ood_acc=ood["acc"], ood_balanced_acc=ood["balanced_acc"],
+                  ood_auroc=ood["auroc"])
 
 
 def train_stage(ctx: JourneyContext) -> TrainResult:
     """Train the shipped CBM and the linear probe (the black box) on the same confounded split."""
     from medcbm.benchmarks.bench_shift import load_protocol_data
     from medcbm.methods.linear_probe import linear_probe
+    from medcbm.metrics import split_metrics
     from medcbm.workflows.config import DataConfig, TrainConfig
     from medcbm.workflows.train import train_cbm
 
     cfg = TrainConfig(name="cbm", out_dir=str(ctx.model_dir), data=DataConfig(protocol=PROTOCOL, seed=ctx.seed))
     model, prov = train_cbm(cfg, data_root=ctx.data_root, cache_dir=ctx.cache_dir, progress=ctx.progress)
-    m = prov["metrics"]
-    cbm = Scores(id_acc=m["test_id"]["acc"], ood_acc=m["test_ood"]["acc"],
-                 ood_balanced_acc=m["test_ood"]["balanced_acc"], ood_auroc=m["test_ood"]["auroc"])
+    cbm = _scores(prov["metrics"])
     pdata = load_protocol_data(PROTOCOL, seeds=[ctx.seed], data_root=ctx.data_root, cache_dir=ctx.cache_dir,
                                progress=ctx.progress)
     _, y, _, data = pdata.seed_data(ctx.seed)
-    probe = _scores(y["test_ood"], linear_probe(data).proba, y["test_id"])
+    proba = linear_probe(data).proba
+    probe = _scores({s: split_metrics(y[s], proba[s], n_boot=200) for s in ("test_id", "test_ood")})
     logger.info("OOD accuracy: linear probe %.3f, CBM %.3f", probe.ood_acc, cbm.ood_acc)
     return TrainResult(probe=probe, cbm=cbm, n_concepts=len(model.concept_names_), model_dir=str(ctx.model_dir))
 
@@ -176,10 +176,10 @@ def pick_cases(frame, truth: list[str], classes: list[str], n: int) -> list[int]
 def audit_stage(ctx: JourneyContext, adaptation_dir: Path) -> AuditResult:
     """Write the audit report of a handful of out-of-domain cases (correct and wrong) and the global view."""
     from medcbm.audit import write_audit_report
-    from medcbm.bottleneck.artifacts import load_cbm
+    from medcbm.bottleneck.artifacts import read_model_meta
     from medcbm.workflows.train import mapped_labels, predict_cbm
 
-    _, meta = load_cbm(ctx.model_dir)
+    meta = read_model_meta(ctx.model_dir)  # labels only: the weights are loaded by predict and the report
     query, y = mapped_labels(load_manifest(ctx.run_dir / "adapt" / "query.csv"), meta)
     pred = predict_cbm(adaptation_dir, query, cache_dir=ctx.cache_dir, progress=False)
     truth = [meta["classes"][i] for i in y]
