@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is left unpinned on purpose: pip picks a build that works with the torchvision wheel.
-	$(BIN)/python -m pip install --quiet -e ".[test,corpora]"
+	$(BIN)/python -m pip install --quiet -e ".[test,corpora,ray]"
 	touch $(STAMP)
 
 quickstart: $(STAMP)

@@ -41,14 +41,18 @@ def load_yaml_mapping(path: str | os.PathLike, *, what: str = "config") -> dict:
     return raw
 
 
+def validate_model(model: type[M], raw: dict, what: str) -> M:
+    """``model.model_validate(raw)`` with a :class:`ConfigError` naming each bad key (for options and YAML)."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, what)) from None
+
+
 def load_yaml_model(path: str | os.PathLike, model: type[M], *, what: str = "config") -> M:
     """Parse ``path`` as a YAML mapping and validate it as ``model``.
 
     Raises:
         ConfigError: missing file, invalid YAML, not a mapping, or a validation error naming the key.
     """
-    raw = load_yaml_mapping(path, what=what)
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, f"{what} {path}")) from None
+    return validate_model(model, load_yaml_mapping(path, what=what), f"{what} {path}")

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from medcbm._cli_options import engine_options
 from medcbm.errors import MedcbmError
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.add_typer(bench_app, name="bench")
 # --- sub-apps owned by subpackages (each registers its own commands) -----------------------------
 # (keep this block sorted; one line per subpackage)
 from medcbm.audit.cli import register as register_audit  # noqa: E402
+from medcbm.backbones.cli import app as features_app  # noqa: E402
 from medcbm.benchmarks.cli import register_bench as register_model_bench  # noqa: E402
 from medcbm.concepts.cli import app as concepts_app  # noqa: E402
 from medcbm.data.cli import app as data_app  # noqa: E402
@@ -36,6 +38,7 @@ from medcbm.workflows.cli import register_adapt as register_adapt_commands  # no
 
 app.add_typer(concepts_app, name="concepts")
 app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
 app.add_typer(knowledge_app, name="knowledge")
 register_model_bench(bench_app)
 register_audit(app)
@@ -54,6 +57,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
 
 
 @app.command()
+@engine_options
 def quickstart(
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="datasets folder (default: $MEDCBM_DATA, then ../shared/data)"),
     run_dir: Path = typer.Option(Path("runs/quickstart"), "--run-dir", help="where the models, manifests and report go"),

@@ -12,7 +12,7 @@ RANK = {"_root": 0, "data": 1, "metrics": 1, "backbones": 2, "protocols": 2, "kn
 
 def _package(module: str) -> str:
     part = module.split(".")[1] if module.count(".") else "_root"
-    return "_root" if part.startswith("_") or part == "errors" else part
+    return "_root" if part.startswith("_") or part in ("errors", "engines") else part
 
 
 def _imports(path: Path) -> set[str]:

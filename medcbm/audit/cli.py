@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from medcbm._cli_options import engine_options
+
 console = Console()
 
 
@@ -15,6 +17,7 @@ def register(app: typer.Typer) -> None:
     """Attach ``audit`` to the root app."""
 
     @app.command("audit")
+    @engine_options
     def audit_cmd(
         model: Path = typer.Option(..., "--model", help="saved model folder (model.json + model.safetensors)"),
         manifest: Path = typer.Option(..., "--manifest", help="manifest CSV/Parquet of the images to audit"),

@@ -2,8 +2,14 @@
 
 Layout: ``<root>/<backbone fingerprint>-v<pipeline version>/shard-<hash of its rows>.safetensors``; each shard holds
 a ``features`` tensor and, in its safetensors metadata, the content hashes of its rows and a checksum of the
-features (verified when the shard is read). Shards are written
-atomically, so an interrupted extraction keeps every finished shard and a rerun resumes from there.
+features (verified when the shard is read). Shards are written atomically and never modified, so an interrupted
+extraction keeps every finished shard, a rerun resumes from there, and any number of writers (processes, hosts,
+Ray workers) can add shards to one cache at once.
+
+``index.safetensors`` is a compacted index (key -> shard, row) of the shards that existed when it was written:
+opening a cache of a million rows is one read plus a directory listing, and only shards the index does not
+know (written since) have their headers read. The index is a hint, never the truth: a shard it names that is
+gone is dropped, and caches from before the index existed are scanned as before and compacted at the next write.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ logger = logging.getLogger(__name__)
 # Bump when image loading or preprocessing code changes what a given file decodes to: the backbone
 # fingerprint captures settings, not code, and a stale cache silently mixes old and new features.
 PIPELINE_VERSION = 2
+INDEX_FILE = "index.safetensors"
 
 
 def content_hash(path: str | os.PathLike) -> str:
@@ -44,24 +51,68 @@ class FeatureCache:
         self._index: dict[str, tuple[Path, int]] = {}
         self._arrays: dict[Path, np.ndarray] = {}
         self._dim: int | None = None
+        self.unindexed_shards = 0  # shards found by listing, not in the compacted index (compact() folds them in)
         self._scan()
 
-    def _scan(self) -> None:
+    @property
+    def index_path(self) -> Path:
+        return self.dir / INDEX_FILE
+
+    def _read_index(self, present: set[str]) -> set[str]:
+        """Load the compacted index; returns the shard names it covered (those still present)."""
         from safetensors import safe_open
 
-        for shard in sorted(self.dir.glob("shard-*.safetensors")):
-            try:  # headers only: opening a large cache must not read every feature
-                with safe_open(str(shard), framework="numpy") as fh:
-                    hashes = json.loads(fh.metadata()["hashes"])
-                    shape = fh.get_slice("features").get_shape()
-                if len(shape) != 2 or shape[0] != len(hashes) or (self._dim is not None and shape[1] != self._dim):
-                    raise ValueError(f"features of shape {shape} for {len(hashes)} rows")
-                self._dim = shape[1]
-            except Exception as exc:  # a foreign or damaged file must not poison the cache
-                logger.warning("ignoring unreadable cache shard %s: %s", shard.name, exc)
-                continue
-            for row, h in enumerate(hashes):
-                self._index[h] = (shard, row)
+        if not self.index_path.exists():
+            return set()
+        try:
+            with safe_open(str(self.index_path), framework="numpy") as fh:
+                meta = fh.metadata()
+                keys = fh.get_tensor("keys").tobytes().decode("utf-8").split("\n")
+                shard_id, row = fh.get_tensor("shard"), fh.get_tensor("row")
+            names, dim = json.loads(meta["shards"]), int(meta["dim"])
+            if not (len(keys) == len(shard_id) == len(row)):
+                raise ValueError("keys, shards and rows differ in length")
+        except Exception as exc:  # a damaged index only costs a full scan
+            logger.warning("ignoring unreadable feature cache index %s (%s); scanning the shards", self.index_path, exc)
+            return set()
+        self._dim = dim
+        paths = [self.dir / n for n in names]
+        alive = np.array([n in present for n in names], dtype=bool)
+        for k, s, r in zip(keys, shard_id.tolist(), row.tolist()):
+            if alive[s]:
+                self._index[k] = (paths[s], r)
+        return {n for n in names if n in present}
+
+    def _scan(self) -> None:
+        present = {p.name for p in self.dir.glob("shard-*.safetensors")}
+        covered = self._read_index(present)
+        for name in sorted(present - covered):
+            self.unindexed_shards += 1
+            self._index_shard(self.dir / name)
+
+    def _index_shard(self, shard: Path) -> bool:
+        """Index one shard from its header only (opening a large cache must not read every feature)."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(shard), framework="numpy") as fh:
+                hashes = json.loads(fh.metadata()["hashes"])
+                shape = fh.get_slice("features").get_shape()
+            if len(shape) != 2 or shape[0] != len(hashes) or (self._dim is not None and shape[1] != self._dim):
+                raise ValueError(f"features of shape {shape} for {len(hashes)} rows")
+        except Exception as exc:  # a foreign or damaged file must not poison the cache
+            logger.warning("ignoring unreadable cache shard %s: %s", shard.name, exc)
+            return False
+        self._dim = shape[1]
+        for row, h in enumerate(hashes):
+            self._index[h] = (shard, row)
+        return True
+
+    def adopt(self, shard_names: list[str]) -> None:
+        """Index shards another process (e.g. a Ray worker) wrote into this cache since it was opened."""
+        for name in shard_names:
+            if self._index_shard(self.dir / name):
+                self.unindexed_shards += 1
 
     def _load(self, shard: Path) -> np.ndarray:
         """A shard's features, verified against the checksum written with them and required finite."""
@@ -69,6 +120,9 @@ class FeatureCache:
 
         with safe_open(str(shard), framework="numpy") as fh:
             meta, X = fh.metadata(), fh.get_tensor("features")
+        if X.ndim != 2 or len(X) != len(json.loads(meta.get("hashes", "[]"))) or (self._dim and X.shape[1] != self._dim):
+            raise DataError(f"feature cache shard {shard} does not match its header or the cache's feature size; "
+                            "delete it and rerun to re-extract those images")
         expected = meta.get("sha256")  # shards written before checksums existed have none
         if expected and hashlib.sha256(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest() != expected:
             raise DataError(f"feature cache shard {shard} fails its checksum (bit rot or an edit); delete it and "
@@ -77,6 +131,23 @@ class FeatureCache:
             raise DataError(f"feature cache shard {shard} holds non-finite values; delete it and rerun to "
                             "re-extract those images")
         return X
+
+    def compact(self) -> Path | None:
+        """Write the compacted index of every shard known now (atomic; a concurrent writer's index may win,
+        which is harmless: shards it lacks are found by listing)."""
+        from safetensors.numpy import save
+
+        if not self._index:
+            return None
+        names = sorted({shard.name for shard, _ in self._index.values()})
+        ids = {n: i for i, n in enumerate(names)}
+        keys = list(self._index)
+        blob = np.frombuffer("\n".join(keys).encode("utf-8"), dtype=np.uint8)
+        tensors = {"keys": blob.copy(), "shard": np.array([ids[self._index[k][0].name] for k in keys], np.int32),
+                   "row": np.array([self._index[k][1] for k in keys], np.int32)}
+        atomic_write_bytes(self.index_path, save(tensors, metadata={"shards": json.dumps(names), "dim": str(self._dim)}))
+        self.unindexed_shards = 0
+        return self.index_path
 
     def __contains__(self, h: str) -> bool:
         return h in self._index
@@ -100,13 +171,15 @@ class FeatureCache:
         from safetensors.numpy import save
 
         X = np.ascontiguousarray(features, dtype=np.float32)
-        if X.ndim != 2 or len(X) != len(hashes) or not np.isfinite(X).all():
+        if X.ndim != 2 or len(X) != len(hashes) or not np.isfinite(X).all() or any("\n" in h for h in hashes):
             raise ValueError(f"refusing to cache features of shape {X.shape} for {len(hashes)} images "
-                             "(or with non-finite values)")
+                             "(or with non-finite values, or keys with newlines)")
         shard = self.dir / f"shard-{sha256_text(*hashes)[:24]}.safetensors"
         meta = {"hashes": json.dumps(hashes), "sha256": hashlib.sha256(X.tobytes()).hexdigest()}
         atomic_write_bytes(shard, save({"features": X}, metadata=meta))
         for row, h in enumerate(hashes):
             self._index[h] = (shard, row)
+        self._dim = X.shape[1]
         self._arrays.pop(shard, None)
+        self.unindexed_shards += 1
         return shard

@@ -5,19 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from medcbm._io import sha256_text
 from medcbm.backbones._registry import BackboneSpec, get_backbone_spec
-from medcbm.backbones.cache import FeatureCache, content_hash
-from medcbm.backbones.loaders import FeatureExtractor, create_backbone
+from medcbm.backbones.cache import FeatureCache
+from medcbm.backbones.hash_note import HashNote, stat_key
+from medcbm.backbones.inference import DecodeFailure, optimize_for_inference  # noqa: F401 - re-exported
+from medcbm.backbones.loaders import FeatureExtractor
+from medcbm.backbones.runners import ExtractionRunner, ExtractJob, ExtractOutcome, create_runner
 from medcbm.data.manifest import Manifest, SkipLog
-from medcbm.data.transforms import NO_LESION_KEY, preprocess_transforms, unwrap_transform_error
+from medcbm.engines import EngineConfig, current_engine
 from medcbm.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -38,62 +38,6 @@ class Features:
         return self.manifest.frame["id"].tolist()
 
 
-class _ImageDataset(Dataset):
-    """Decodes and preprocesses files; errors come back as values so workers never raise tracebacks."""
-
-    def __init__(self, paths: list[str], rows: list[int], spec: BackboneSpec, masks: list[str | None] | None = None):
-        self.paths, self.rows = paths, rows
-        self.masks = masks or [None] * len(paths)
-        self.transform = preprocess_transforms(spec.preprocess)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            out = self.transform({"image": self.paths[i], "mask": self.masks[i]})
-            if not torch.isfinite(out["image"]).all():  # one bad file is skipped or named, not a failed run
-                return i, None, ("the image decodes to non-finite values", self.paths[i], "image"), False
-            return i, out["image"], None, bool(out.get(NO_LESION_KEY, False))
-        except Exception as exc:  # anything a reader library throws becomes a per-file message
-            cause = unwrap_transform_error(exc)
-            if isinstance(cause, DataError):  # keep which file and field it blames (the image or its mask)
-                return i, None, (cause.message, cause.path or self.paths[i], cause.field or "image"), False
-            return i, None, (f"cannot load image: {type(cause).__name__}: {cause}", self.paths[i], "image"), False
-
-
-def _collate(batch):
-    idx = [b[0] for b in batch]
-    ok = [b for b in batch if b[1] is not None]
-    x = torch.stack([b[1] for b in ok]) if ok else None
-    return idx, [b[0] for b in ok], x, [(b[0], b[2]) for b in batch if b[1] is None], [b[0] for b in batch if b[3]]
-
-
-def optimize_for_inference(model: FeatureExtractor, image_size: int, *, channels_last: bool = True) -> torch.nn.Module:
-    """Trace and freeze the model (folds BatchNorm into convs) in channels-last layout.
-
-    Falls back to the eager model when tracing is not possible (e.g. some HF models).
-    """
-    model = model.eval()
-    example = torch.zeros(2, 3, image_size, image_size)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        example = example.contiguous(memory_format=torch.channels_last)
-    try:
-        with torch.inference_mode(), warnings.catch_warnings():
-            # TorchScript is deprecated in favour of torch.compile, but compile costs minutes on 2 CPU
-            # cores; trace+freeze still gives the fastest CPU graph here (BatchNorm folded).
-            warnings.simplefilter("ignore", FutureWarning)
-            traced = torch.jit.trace(model, example, check_trace=False)
-            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-            frozen(example)
-            frozen(example)  # two warm-up calls let the profiling executor specialise
-        return frozen
-    except Exception as exc:  # noqa: BLE001 - any tracing failure means "use eager"
-        logger.info("tracing %s failed (%s); using eager mode", type(model).__name__, exc)
-        return model
-
-
 def _crop_masks(manifest: Manifest, spec: BackboneSpec) -> list[str | None]:
     """Mask path per row when the backbone crops to lesion masks (``None``: no mask for that image)."""
     if spec.preprocess.crop in ("none", "auto"):
@@ -108,9 +52,6 @@ def _crop_masks(manifest: Manifest, spec: BackboneSpec) -> list[str | None]:
     return masks
 
 
-def _default_workers() -> int:
-    return 1 if (os.cpu_count() or 1) <= 2 else min(4, (os.cpu_count() or 2) - 1)
-
 
 def extract_features(
     manifest: Manifest,
@@ -124,6 +65,7 @@ def extract_features(
     progress: bool = True,
     model: FeatureExtractor | None = None,
     shard_size: int = 512,
+    engine: EngineConfig | None = None,
 ) -> Features:
     """Extract pooled features for every manifest row, reusing and filling the cache.
 
@@ -137,93 +79,63 @@ def extract_features(
         optimize: trace + freeze + channels-last for speed.
         progress: show a progress bar with images/s.
         model: an already-built extractor (avoids reloading weights).
-        shard_size: images per cache shard (the resume granularity).
+        shard_size: images per cache shard (shards are also written every 20 s, so an interrupt loses little).
+        engine: where to run (default: the one set by :func:`medcbm.engines.use_engine`, else local).
 
     Returns:
         :class:`Features` aligned with the rows that loaded.
     """
     spec = get_backbone_spec(backbone) if isinstance(backbone, str) else backbone
     t0 = time.perf_counter()
+    runner = create_runner(engine or current_engine(), num_workers=num_workers, optimize=optimize, model=model)
+    with runner:
+        return _extract(manifest, spec, runner, cache_dir=cache_dir, batch_size=batch_size, skips=skips,
+                        progress=progress, shard_size=shard_size, t0=t0)
+
+
+def _extract(manifest: Manifest, spec: BackboneSpec, runner: ExtractionRunner, *, cache_dir, batch_size: int,
+             skips: SkipLog | None, progress: bool, shard_size: int, t0: float) -> Features:
     paths = [str(p) for p in manifest.image_paths()]
     masks = _crop_masks(manifest, spec)
-    hashes: list[str | None] = []
-    for i, p in enumerate(paths):
-        try:
-            h = content_hash(p)
-        except FileNotFoundError:
-            if skips is None:
-                raise DataError("image file not found", path=p, row=i + 1, field="image") from None
-            skips.add("image file not found", row=i + 1, path=p)
-            h = None
-        if h is not None and masks[i] is not None:
-            try:  # the cached vector depends on the mask too
-                h = sha256_text(h, content_hash(masks[i]))
-            except FileNotFoundError:
-                raise DataError("lesion mask file not found", path=masks[i], row=i + 1, field="mask") from None
-        hashes.append(h)
+    hashes = _cache_keys(paths, masks, runner, cache_dir, skips)
+    hash_s = time.perf_counter() - t0
     cache = FeatureCache(cache_dir, spec) if cache_dir is not None else None
     todo = sorted({h: i for i, h in enumerate(hashes) if h is not None and (cache is None or h not in cache)}.values())
-    computed: dict[str, np.ndarray] = {}
     failed: set[int] = {i for i, h in enumerate(hashes) if h is None}
-    n_done = 0
-    uncropped: list[int] = []  # rows where the automatic lesion crop found nothing (used whole)
-    setup_s = loop_s = 0.0
-    if todo:
-        ts = time.perf_counter()
-        model = model or create_backbone(spec)
-        fast = optimize_for_inference(model, spec.preprocess.image_size) if optimize else model.eval()
-        setup_s = time.perf_counter() - ts
-        ts = time.perf_counter()
-        ds = _ImageDataset([paths[i] for i in todo], todo, spec, [masks[i] for i in todo])
-        workers = _default_workers() if num_workers is None else num_workers
-        dl = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
-                        persistent_workers=False, prefetch_factor=4 if workers else None)
-        bar = _progress(len(todo), progress, spec.name)
-        buf_h: list[str] = []
-        buf_f: list[np.ndarray] = []
-        with torch.inference_mode():
-            for _, ok_idx, x, errors, no_lesion in dl:
-                uncropped += [todo[local] for local in no_lesion]
-                for local, (msg, bad_path, bad_field) in errors:
-                    row = todo[local]
-                    if skips is None:
-                        raise DataError(msg, path=bad_path, row=row + 1, field=bad_field)
-                    skips.add(f"{msg} [field '{bad_field}']", row=row + 1, path=bad_path)
-                    failed.add(row)
-                if x is not None:
-                    if optimize:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    feats = fast(x).float().numpy()
-                    if not np.isfinite(feats).all():
-                        raise DataError(f"backbone {spec.name} produced non-finite features")
-                    for local, f in zip(ok_idx, feats):
-                        h = hashes[todo[local]]
-                        computed[h] = f
-                        buf_h.append(h)
-                        buf_f.append(f)
-                    n_done += len(ok_idx)
-                if cache is not None and len(buf_h) >= shard_size:
-                    cache.put(buf_h, np.stack(buf_f))
-                    buf_h, buf_f = [], []
-                bar.update(len(ok_idx) + len(errors))
-        if cache is not None and buf_h:
-            cache.put(buf_h, np.stack(buf_f))
-        bar.close()
-        loop_s = time.perf_counter() - ts
+    outcome = ExtractOutcome()
+
+    def on_failure(j: int, failure: DecodeFailure) -> None:
+        row = todo[j]
+        if skips is None:
+            raise DataError(failure.message, path=failure.path, row=row + 1, field=failure.field)
+        skips.add(f"{failure.message} [field '{failure.field}']", row=row + 1, path=failure.path)
+        failed.add(row)
+
+    try:
+        if todo:
+            job = ExtractJob(spec, [paths[i] for i in todo], [masks[i] for i in todo], [hashes[i] for i in todo],
+                             batch_size=batch_size, shard_size=shard_size, progress=progress)
+            outcome = runner.run(job, cache, on_failure)
+    finally:  # fold new shards into the compacted index, even when interrupted
+        if cache is not None and cache.unindexed_shards:
+            cache.compact()
     keep = [i for i in range(len(paths)) if i not in failed]
-    rows = []
+    computed = outcome.features
     cached_rows = [hashes[i] for i in keep if hashes[i] not in computed]
     cached = dict(zip(cached_rows, cache.get_many(cached_rows))) if cache is not None and cached_rows else {}
-    for i in keep:
-        h = hashes[i]
-        rows.append(computed[h] if h in computed else cached[h])
+    rows = [computed[hashes[i]] if hashes[i] in computed else cached[hashes[i]] for i in keep]
     dim = rows[0].shape[0] if rows else (spec.num_features or 0)
     X = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
     elapsed = time.perf_counter() - t0
+    setup_s, loop_s = outcome.timings.get("setup_seconds", 0.0), outcome.timings.get("extract_seconds", 0.0)
+    n_done = outcome.n_done
     stats = {"n": len(paths), "extracted": n_done, "from_cache": len(keep) - n_done,
-             "failed": len(failed), "seconds": round(elapsed, 3),
+             "failed": len(failed), "seconds": round(elapsed, 3), "hash_seconds": round(hash_s, 3),
              "setup_seconds": round(setup_s, 3), "extract_seconds": round(loop_s, 3),
-             "extract_img_s": round(n_done / loop_s, 2) if loop_s > 0 else None}
+             "extract_img_s": round(n_done / loop_s, 2) if loop_s > 0 else None,
+             "engine": type(runner).__name__}
+    stats.update({k: round(v, 3) for k, v in outcome.timings.items() if k not in ("setup_seconds", "extract_seconds")})
+    uncropped = [todo[j] for j in outcome.uncropped]
     if uncropped:
         stats["no_lesion_found"] = len(uncropped)
         logger.warning("%s: no lesion found in %d newly extracted image(s), used whole: %s", spec.name, len(uncropped),
@@ -233,17 +145,35 @@ def extract_features(
     return Features(X=X, manifest=sub, spec=spec, stats=stats, keys=[hashes[i] for i in keep])
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
+def _cache_keys(paths: list[str], masks: list[str | None], runner: ExtractionRunner,
+                cache_dir: str | os.PathLike | None, skips: SkipLog | None) -> list[str | None]:
+    """Per row: the cache key (content hash of the image, combined with its mask's), ``None`` for a skipped row.
 
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool, name: str):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="img", desc=f"features[{name}]", smoothing=0.1, mininterval=1.0)
+    Hashes remembered in the cache root's :class:`HashNote` are reused when the file's path, size and mtime are
+    unchanged; the rest are computed by the runner (on the workers, for a cluster).
+    """
+    note = HashNote(cache_dir) if cache_dir is not None else None
+    files = sorted({p for p in paths} | {m for m in masks if m is not None})
+    stats = {f: stat_key(f) for f in files}
+    known = {f: note.get(stats[f]) for f in files} if note is not None else {}
+    unknown = [f for f in files if stats[f] is not None and not known.get(f)]
+    computed = dict(zip(unknown, runner.hash_files(unknown))) if unknown else {}
+    if note is not None:
+        for f, h in computed.items():
+            if h is not None:
+                note.add(stats[f], h)
+        note.save()
+    content = {f: known.get(f) or computed.get(f) for f in files}
+    keys: list[str | None] = []
+    for i, (p, m) in enumerate(zip(paths, masks)):
+        h = content[p]
+        if h is None:
+            if skips is None:
+                raise DataError("image file not found", path=p, row=i + 1, field="image")
+            skips.add("image file not found", row=i + 1, path=p)
+        elif m is not None:
+            if content[m] is None:
+                raise DataError("lesion mask file not found", path=m, row=i + 1, field="mask")
+            h = sha256_text(h, content[m])  # the cached vector depends on the mask too
+        keys.append(h)
+    return keys

@@ -8,6 +8,8 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from medcbm._cli_options import engine_options
+
 console = Console()
 
 
@@ -15,6 +17,7 @@ def register_bench(bench_app: typer.Typer) -> None:
     """Attach ``bench shift``, ``adapt``, ``concepts`` and ``features``."""
 
     @bench_app.command("shift")
+    @engine_options
     def bench_shift(
         protocol: str = typer.Option("ham10000-site-confounded", "--protocol", "-p", help="shipped protocol name or YAML path"),
         seeds: int = typer.Option(5, "--seeds", help="number of seeds (the protocol's first N)"),
@@ -38,6 +41,7 @@ def register_bench(bench_app: typer.Typer) -> None:
         console.print(f"wrote {json_path} and {preds}")
 
     @bench_app.command("adapt")
+    @engine_options
     def bench_adapt_cmd(
         protocol: str = typer.Option("ham10000-site-confounded", "--protocol", "-p",
                                      help="its test_ood split is the new site (e.g. ham10000-rosendahl-holdout)"),
@@ -64,6 +68,7 @@ def register_bench(bench_app: typer.Typer) -> None:
         console.print(f"wrote {json_path} and {json_path.with_suffix('.md')}")
 
     @bench_app.command("interventions")
+    @engine_options
     def bench_interventions_cmd(
         json_path: Path = typer.Option(Path("runs/bench/interventions.json"), "--json"),
         datasets: Optional[List[str]] = typer.Option(None, "--dataset", help="derm7pt and/or ph2 (default: both)"),
@@ -88,6 +93,7 @@ def register_bench(bench_app: typer.Typer) -> None:
         console.print(f"wrote {json_path}")
 
     @bench_app.command("concepts")
+    @engine_options
     def bench_concepts_cmd(
         json_path: Path = typer.Option(Path("runs/bench/concepts.json"), "--json"),
         backbone: str = typer.Option("efficientnet_lite0_lesion_cc", "--backbone",

@@ -9,26 +9,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from medcbm._cli_options import engine_options
+
 console = Console()
-
-
-def validated(model, raw: dict, what: str):
-    """``model.model_validate(raw)`` with a one-line :class:`ConfigError` naming the bad key."""
-    from pydantic import ValidationError
-
-    from medcbm._config import format_validation_error
-    from medcbm.errors import ConfigError
-
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, what)) from None
 
 
 def register(app: typer.Typer) -> None:
     """Attach the model commands to the root app."""
 
     @app.command("train")
+    @engine_options
     def train_cmd(
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="run config YAML (see configs/cbm-*.yaml, "
                                               "configs/examples/); or give the data with the options below"),
@@ -44,6 +34,7 @@ def register(app: typer.Typer) -> None:
         cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
     ) -> None:
         """Train a concept bottleneck model on a protocol or your own data and save it (safetensors + JSON)."""
+        from medcbm._config import validate_model
         from medcbm.workflows.config import TrainConfig, load_train_config
         from medcbm.workflows.train import train_cbm
 
@@ -52,7 +43,7 @@ def register(app: typer.Typer) -> None:
         else:
             data = {"manifest": manifest and str(manifest), "split": split, "protocol": protocol, "seed": seed,
                     "train_manifest": train_manifest and str(train_manifest), "val_manifest": val_manifest and str(val_manifest)}
-            cfg = validated(TrainConfig, {"name": name or "model", "model": model_name,
+            cfg = validate_model(TrainConfig, {"name": name or "model", "model": model_name,
                                           "data": {k: v for k, v in data.items() if v is not None}}, "train options")
         model, prov = train_cbm(cfg, data_root=data_root, cache_dir=cache_dir)
         t = Table(title=f"{cfg.name}: {len(model.concept_names_)} concepts")
@@ -64,6 +55,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"saved to {cfg.resolved_out_dir()}")
 
     @app.command("evaluate")
+    @engine_options
     def evaluate_cmd(
         model: Path = typer.Option(..., "--model", "-m", help="model folder from medcbm train"),
         manifest: Path = typer.Option(..., "--manifest", help="labelled manifest (.csv/.parquet)"),
@@ -84,6 +76,7 @@ def register(app: typer.Typer) -> None:
             atomic_write_json(json_path, res)
 
     @app.command("predict")
+    @engine_options
     def predict_cmd(
         model: Path = typer.Option(..., "--model", "-m"),
         manifest: Path = typer.Option(..., "--manifest", help="manifest of images (labels not needed)"),
@@ -105,6 +98,7 @@ def register_adapt(app: typer.Typer) -> None:
     """Attach ``medcbm adapt`` and ``medcbm adaptations``."""
 
     @app.command("adapt")
+    @engine_options
     def adapt_cmd(
         model: Path = typer.Option(..., "--model", "-m", help="base model folder from medcbm train"),
         support: Path = typer.Option(..., "--support", help="labelled manifest of a few images from the new site"),
