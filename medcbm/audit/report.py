@@ -154,6 +154,7 @@ def build_audit(model_dir: str | os.PathLike, manifest: Manifest, *, cases: Sequ
     from medcbm.backbones.features import extract_features
     from medcbm.adapt.store import load_model
     from medcbm.bottleneck.artifacts import backbone_from_meta
+    from medcbm.bottleneck.domain import check_domain
     from medcbm.bottleneck.metadata import warn_foreign_modality
 
     timings: dict[str, float] = {}
@@ -185,6 +186,7 @@ def build_audit(model_dir: str | os.PathLike, manifest: Manifest, *, cases: Sequ
     t1 = time.perf_counter()
     sframe = frame.iloc[scored].reset_index(drop=True)
     X = feats.X
+    check_domain(model, X)
     groups = model_groups(model, sframe, meta)
     P = model.predict_concepts(X, groups)
     proba = model.predict_proba_from_concepts(P)

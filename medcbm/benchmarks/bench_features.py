@@ -12,7 +12,7 @@ import torch
 from medcbm.backbones import create_backbone, get_backbone_spec
 from medcbm.backbones.features import extract_features, optimize_for_inference
 from medcbm.data.manifest import Manifest
-from medcbm.data.transforms import preprocess_transforms
+from medcbm.data.transforms import apply_preprocess, preprocess_transforms
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +52,13 @@ def bench_features(manifest: Manifest, backbone: str = "efficientnet_lite0", *, 
     def naive():
         with torch.inference_mode():
             for i in range(0, n, batch_size):
-                x = torch.stack([tf({"image": p})["image"] for p in paths[i : i + batch_size]])
+                x = torch.stack([apply_preprocess(tf, p) for p in paths[i : i + batch_size]])
                 model(x.contiguous())
 
     naive_rate = _rate(naive, n, repeats=1)
     torch.set_num_threads(threads)  # decoding may have changed it; forward uses every core
 
-    x_all = torch.stack([tf({"image": p})["image"] for p in paths])
+    x_all = torch.stack([apply_preprocess(tf, p) for p in paths])
     batches = [x_all[i : i + batch_size] for i in range(0, n, batch_size)]
     variants = {}
     eager_cl = create_backbone(spec).eval().to(memory_format=torch.channels_last)

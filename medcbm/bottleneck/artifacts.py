@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from medcbm import __version__
 from medcbm._io import atomic_write_bytes, atomic_write_json, sha256_file
 from medcbm.backbones._registry import BackboneSpec
+from medcbm.bottleneck.domain import TENSOR as DOMAIN_TENSOR
+from medcbm.bottleneck.domain import DomainSummary, FeatureDomain
 from medcbm.bottleneck.estimator import KnowledgeCBM
 from medcbm.bottleneck.nuisance import ConceptOffsets
 from medcbm.bottleneck.trainer import BottleneckConfig
@@ -41,6 +43,9 @@ def save_cbm(model: KnowledgeCBM, out_dir: str | os.PathLike, *, backbone: Backb
     if offsets is not None:
         tensors["bottleneck.offsets"] = offsets.offsets
     tensors.update({f"grounder.{k}": np.ascontiguousarray(v) for k, v in g_tensors.items()})
+    domain = getattr(model, "feature_domain_", None)
+    d_tensors, d_meta = domain.get_state() if domain is not None else ({}, None)
+    tensors.update(d_tensors)
     identity = {"classes": json.dumps(list(model.classes)), "concepts": json.dumps(list(model.concept_names_)),
                 "backbone_fingerprint": backbone.fingerprint()}
     # the weights file carries what they were trained for: an edited model.json cannot relabel them
@@ -58,6 +63,7 @@ def save_cbm(model: KnowledgeCBM, out_dir: str | os.PathLike, *, backbone: Backb
         "backbone_fingerprint": backbone.fingerprint(),
         "fit_info": model.fit_info_,
         "offset_groups": offsets.groups if offsets is not None else None,
+        "feature_domain": d_meta,
         "provenance": provenance or {},
         "weights_sha256": sha256_file(out / "model.safetensors"),
     }
@@ -80,6 +86,7 @@ class ModelMeta(BaseModel):
     backbone_fingerprint: str
     fit_info: dict[str, Any] = Field(default_factory=dict)
     offset_groups: list[str] | None = None
+    feature_domain: DomainSummary | None = None  # absent in models saved before the domain guard
     provenance: dict[str, Any] = Field(default_factory=dict)
     weights_sha256: str
 
@@ -139,6 +146,8 @@ def _load_tensors(model_dir: Path, meta: dict) -> dict[str, np.ndarray]:
     shapes = {"bottleneck.W": (n_cls, n_con), "bottleneck.b": (n_cls,), "bottleneck.p_mean": (n_con,),
               "bottleneck.p_scale": (n_con,), "bottleneck.prior": (n_cls, n_con),
               "bottleneck.class_means": (n_cls, n_con), "bottleneck.offsets": (n_groups, n_con)}
+    if meta.get("feature_domain"):
+        shapes[DOMAIN_TENSOR] = (meta["feature_domain"]["dim"],)
     for key, shape in shapes.items():
         if key in t and t[key].shape != shape:
             raise DataError(f"{path}: tensor '{key}' has shape {t[key].shape}, model.json implies {shape}")
@@ -193,6 +202,7 @@ def load_cbm(model_dir: str | os.PathLike, *, expect_backbone: BackboneSpec | No
     model.p_mean_, model.p_scale_ = t["bottleneck.p_mean"], t["bottleneck.p_scale"]
     model.fit_info_ = meta["fit_info"]
     model.offsets_ = ConceptOffsets(meta["offset_groups"], t["bottleneck.offsets"]) if adjusted else None
+    model.feature_domain_ = FeatureDomain.from_state(t, meta.get("feature_domain"), str(d))
     return model, meta
 
 

@@ -8,6 +8,7 @@ from typing import Mapping
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from medcbm.bottleneck.domain import FeatureDomain
 from medcbm.bottleneck.nuisance import ConceptOffsets
 from medcbm.bottleneck.trainer import BottleneckConfig, FittedBottleneck, fit_bottleneck
 from medcbm.concepts.grounding.base import ConceptGrounder, check_features
@@ -114,7 +115,9 @@ class KnowledgeCBM(ConceptClassifierMixin, BaseEstimator):
     Attributes (after ``fit``): ``W_`` ``(C, K)``, ``b_``, ``concept_names_``, ``prior_`` ``(C, K)``, ``fit_info_``,
     ``config_`` (the settings actually used: ``fit`` never changes ``config``, e.g. a class-balanced loss
     switched on for extreme imbalance shows here), ``offsets_`` (:class:`ConceptOffsets` or ``None``),
-    ``class_means_`` ``(C, K)`` (mean training activation per class, used by :mod:`medcbm.adapt`).
+    ``class_means_`` ``(C, K)`` (mean training activation per class, used by :mod:`medcbm.adapt`),
+    ``feature_domain_`` (:class:`~medcbm.bottleneck.domain.FeatureDomain` of the training and validation features,
+    ``None`` for a model saved before it existed).
     """
 
     def __init__(self, grounder: ConceptGrounder, *, classes: list[str], prior=None,
@@ -166,6 +169,8 @@ class KnowledgeCBM(ConceptClassifierMixin, BaseEstimator):
         self.prior_ = prior_matrix(self.prior, list(self.classes), self.concept_names_)
         self.offsets_ = None
         P, Pv = self.predict_concepts(X), self.predict_concepts(X_val)
+        # where the fitted images lie in feature space: prediction warns when new images lie elsewhere
+        self.feature_domain_ = FeatureDomain.fit(np.vstack([check_features(X), check_features(X_val)]))
         if self.nuisance_adjust:
             if groups is None or val_groups is None:
                 raise ConfigError("nuisance_adjust needs the training and validation images' nuisance groups "

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(help="Build and validate image manifests.", no_args_is_help=True)
 console = Console()
@@ -63,15 +64,15 @@ def import_folder_cmd(
 @app.command("validate")
 def validate_cmd(
     manifest: Path = typer.Argument(..., help="manifest .csv/.parquet"),
-    decode: bool = typer.Option(False, "--decode", help="also decode every image (finds corrupt files)"),
+    decode: bool = typer.Option(False, "--decode", help="also decode every image and mask (finds corrupt pixel data)"),
 ) -> None:
-    """Check columns, ids, files (and optionally that every image decodes)."""
+    """Check columns, ids, paths (none may leave the manifest's folder), and that every image and mask is a
+    readable image file (headers; --decode: full decode)."""
     from medcbm.data.manifest import load_manifest, manifest_summary
+    from medcbm.data.validate import validate_files
 
     m = load_manifest(manifest).check_files()
-    if decode:
-        from medcbm.data.transforms import load_image  # pulls in MONAI and torch: only when decoding
-
-        for p in m.image_paths():
-            load_image(str(p))
-    console.print(f"[green]ok[/green] {manifest}: {manifest_summary(m)}")
+    counts = validate_files(m, decode=decode)
+    files = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    detail = f"{manifest}: {manifest_summary(m)}; {'decoded' if decode else 'headers read'}: {files}"
+    console.print(f"[green]ok[/green] {escape(detail)}")

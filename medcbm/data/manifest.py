@@ -3,7 +3,8 @@
 Required columns: ``id`` (unique sample id), ``image`` (path), ``label``. Standard optional columns:
 ``patient_id`` (patient or lesion id, used to keep splits disjoint), ``site``, ``sex``, ``age``.
 Any other column is free metadata (e.g. ``concept_*`` annotations, ``view``, ``clinical_notes``).
-Relative image paths resolve against the manifest file's folder.
+Relative image (and ``mask``) paths resolve against the manifest file's folder and may not climb out of it;
+absolute paths may point anywhere, at regular files (see :meth:`Manifest.check_files`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 from pandas.api.types import is_object_dtype, is_string_dtype
 
 from medcbm._io import atomic_write_bytes, atomic_write_json, csv_unescape, safe_csv_bytes
+from medcbm.data.paths import file_problem, leaves_folder
 from medcbm.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,11 @@ class SkipLog:
 
     def write(self, path: str | os.PathLike) -> Path:
         return atomic_write_json(path, [vars(s) for s in self.items])
+
+
+def _mask_value(value: object) -> str | None:
+    """A row's lesion-mask path, or ``None`` where the ``mask`` cell is empty (an image without a mask)."""
+    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 def normalise_sex(value: object) -> str:
@@ -127,10 +134,14 @@ class Manifest:
         """Sorted distinct labels."""
         return sorted(self.frame["label"].unique().tolist())
 
+    def _resolve(self, value: str) -> Path:
+        """A path from the table: absolute as written, relative against the manifest's folder."""
+        p = Path(value)
+        return p if p.is_absolute() else self.root / p
+
     def image_path(self, i: int) -> Path:
         """Absolute path of row ``i``'s image."""
-        p = Path(self.frame.at[i, "image"])
-        return p if p.is_absolute() else (self.root / p)
+        return self._resolve(self.frame.at[i, "image"])
 
     def image_paths(self) -> list[Path]:
         return [self.image_path(i) for i in range(len(self))]
@@ -139,14 +150,7 @@ class Manifest:
         """Absolute lesion-mask path per row (``None`` where the manifest has no ``mask`` for it)."""
         if "mask" not in self.frame.columns:
             return [None] * len(self)
-        out: list[Path | None] = []
-        for v in self.frame["mask"].tolist():
-            if not isinstance(v, str) or not v.strip():
-                out.append(None)
-                continue
-            p = Path(v)
-            out.append(p if p.is_absolute() else self.root / p)
-        return out
+        return [None if v is None else self._resolve(v) for v in map(_mask_value, self.frame["mask"].tolist())]
 
     def absolute_frame(self) -> pd.DataFrame:
         """The rows with absolute ``image`` (and ``mask``) paths: they can be mixed with other manifests' rows."""
@@ -164,21 +168,38 @@ class Manifest:
 
     # ------------------------------------------------------------------ validation
     def check_files(self, *, skips: SkipLog | None = None) -> "Manifest":
-        """Verify every image exists. Missing files raise, or are recorded in ``skips`` and dropped.
+        """Verify every image and lesion mask path: inside the manifest's folder when relative, and an existing
+        regular file (:func:`~medcbm.data.paths.leaves_folder`, :func:`~medcbm.data.paths.file_problem`). Bad
+        rows raise, or are recorded in ``skips`` and dropped.
 
         Returns:
-            ``self`` when all exist, else a manifest without the skipped rows.
+            ``self`` when all are usable, else a manifest without the skipped rows.
         """
+        masks = self.frame["mask"].tolist() if "mask" in self.frame.columns else [None] * len(self)
         keep = []
         for i in range(len(self)):
-            p = self.image_path(i)
-            if p.is_file():
+            problem = self._file_problem(self.frame.at[i, "image"], "image")
+            if problem is None and _mask_value(masks[i]) is not None:
+                problem = self._file_problem(masks[i], "mask")
+            if problem is None:
                 keep.append(i)
                 continue
+            message, path, field_ = problem
             if skips is None:
-                raise DataError("image file not found", path=str(p), row=_row_no(i), field="image")
-            skips.add("image file not found", row=_row_no(i), path=str(p))
+                raise DataError(message, path=path, row=_row_no(i), field=field_)
+            skips.add(message, row=_row_no(i), path=path)
         return self if len(keep) == len(self) else self.subset(keep)
+
+    def _file_problem(self, value: str, field_: str) -> tuple[str, str, str] | None:
+        """``(message, file to name, field)`` when the path in ``field_`` cannot be used, else ``None``."""
+        kind = "lesion mask" if field_ == "mask" else "image"
+        value = str(value).strip()
+        if leaves_folder(value):  # the manifest's fault: name the manifest; the path is in the message
+            return (f"{kind} path {value!r} leads out of the manifest's folder {self.root.absolute()}; give an "
+                    "absolute path or one inside that folder", self.source, field_)
+        path = self._resolve(value)
+        reason = file_problem(path)
+        return None if reason is None else (f"{kind} {reason}", str(path), field_)
 
     def check_labels(self, allowed: Iterable[str], *, skips: SkipLog | None = None) -> "Manifest":
         """Verify every label is in ``allowed``; unknown labels raise or are recorded and dropped."""
@@ -226,10 +247,12 @@ def load_manifest(path: str | os.PathLike, *, root: str | os.PathLike | None = N
 
 
 def save_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
-    """Write a manifest atomically (CSV or Parquet by suffix). Image paths are written absolute."""
+    """Write a manifest atomically (CSV or Parquet by suffix). Image and mask paths are written absolute."""
     path = Path(path)
     df = manifest.frame.copy()
     df["image"] = [str(p.absolute()) for p in manifest.image_paths()]  # a relative root would tie it to the cwd
+    if "mask" in df.columns:  # relative masks would otherwise resolve against the new file's folder
+        df["mask"] = [None if p is None else str(p.absolute()) for p in manifest.mask_paths()]
     if path.suffix.lower() == ".parquet":
         import io
 

@@ -1,4 +1,5 @@
-"""Where the shared datasets live: ``--data-root``, else ``$MEDCBM_DATA``, else ``../shared/data``."""
+"""Where the shared datasets live (``--data-root``, else ``$MEDCBM_DATA``, else ``../shared/data``), and which
+file paths a manifest may name."""
 
 from __future__ import annotations
 
@@ -40,3 +41,28 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
         f"no data root found (tried {tried}). Pass --data-root DIR or set {ENV_VAR}=DIR to the folder "
         "holding ham10000/, ph2/ and covid-cxr/."
     )
+
+
+def leaves_folder(value: str) -> bool:
+    """True for a relative path whose ``..`` climb out of the folder it resolves against (``../../etc/passwd``).
+
+    Checked on the path as written: a symlinked folder inside the manifest's folder (a dataset mounted
+    elsewhere) stays allowed, as absolute paths are.
+    """
+    if Path(value).is_absolute():
+        return False
+    norm = os.path.normpath(value)
+    return norm == os.pardir or norm.startswith(os.pardir + os.sep)
+
+
+def file_problem(path: Path) -> str | None:
+    """Why a file named by a manifest cannot be read (``None`` when it can); reads after its kind ("image ...").
+
+    Absolute paths may point anywhere (importers write absolute paths), but only at an existing regular file:
+    never a folder, a device (``/dev/zero``) or a pipe.
+    """
+    if not path.exists():
+        return "file not found"
+    if not path.is_file():
+        return "path is not a regular file (a folder, device or pipe)"
+    return None

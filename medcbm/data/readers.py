@@ -23,6 +23,7 @@ from monai.data import PILReader, PydicomReader  # noqa: E402
 from monai.utils import MetaKeys  # noqa: E402
 
 from medcbm.data.filetypes import is_dicom_file  # noqa: E402
+from medcbm.data.headers import PIXEL_TAGS, dicom_geometry  # noqa: E402
 from medcbm.data.limits import check_image_size  # noqa: E402
 from medcbm.errors import DataError  # noqa: E402
 
@@ -36,20 +37,6 @@ def _single_name(data) -> str:
             raise DataError(f"expected one image file, got {len(data)}: {list(map(str, data))[:3]}")
         data = data[0]
     return str(data)
-
-
-def _dicom_geometry(ds, filename: str) -> tuple[int, int, str]:
-    """``(frames, samples per pixel, photometric)`` from the header, with the frame size checked, before any
-    decoding."""
-    try:
-        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        spp = int(ds.get("SamplesPerPixel", 1) or 1)
-        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper().strip()
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"unreadable image geometry in the DICOM header ({exc})", path=filename) from None
-    check_image_size(cols, rows, filename)  # only the first frame is decoded
-    return frames, spp, photometric
 
 
 def _finite(arr: np.ndarray, filename: str, what: str) -> np.ndarray:
@@ -72,9 +59,9 @@ def dicom_to_array(ds, filename: str = "<dataset>") -> np.ndarray:
     """
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+    if not any(tag in ds for tag in PIXEL_TAGS):
         raise DataError("DICOM file has no pixel data (is it a structured report or presentation state?)", path=filename)
-    frames, spp, photometric = _dicom_geometry(ds, filename)
+    frames, spp, photometric = dicom_geometry(ds, filename)
     try:
         # 2D classification takes the first frame; decoding only that one bounds memory for long cine loops
         arr = pixel_array(ds, index=0) if frames > 1 else ds.pixel_array
@@ -163,13 +150,18 @@ class MedDicomReader(PydicomReader):
     def get_data(self, img) -> tuple[np.ndarray, dict]:
         name = self.filenames[0] if getattr(self, "filenames", None) else "<dataset>"
         arr = dicom_to_array(img, name)
+        try:  # pydicom parses elements lazily: a corrupt Modality raises here, not at dcmread
+            modality = str(getattr(img, "Modality", ""))
+            photometric = str(getattr(img, "PhotometricInterpretation", ""))
+        except Exception as exc:  # noqa: BLE001 - assorted pydicom types
+            raise DataError(f"unreadable DICOM header element ({type(exc).__name__}: {exc})", path=name) from None
         meta = {
             MetaKeys.SPATIAL_SHAPE: np.asarray(arr.shape[:2]),
             MetaKeys.ORIGINAL_CHANNEL_DIM: -1 if arr.ndim == 3 else float("nan"),
             MetaKeys.AFFINE: np.eye(3),
             MetaKeys.ORIGINAL_AFFINE: np.eye(3),
-            "modality": str(getattr(img, "Modality", "")),
-            "photometric": str(getattr(img, "PhotometricInterpretation", "")),
+            "modality": modality,
+            "photometric": photometric,
         }
         return arr, meta
 

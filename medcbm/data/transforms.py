@@ -226,25 +226,48 @@ def load_transforms(keys: Sequence[str] = ("image",)) -> list:
 
 
 def unwrap_transform_error(exc: BaseException) -> BaseException:
-    """MONAI wraps failures as ``RuntimeError('applying transform ...')``; return the user-facing cause."""
-    seen = exc
-    while seen is not None:
+    """The user-facing cause of a transform failure.
+
+    MONAI wraps every failure as ``RuntimeError('applying transform <... object at 0x...>')``, once per nested
+    transform; that text names neither the file nor the problem.
+
+    Returns:
+        The first :class:`DataError` in the ``__cause__`` chain, else the innermost exception (the one a reader
+        library raised).
+    """
+    seen, last, visited = exc, exc, set()
+    while seen is not None and id(seen) not in visited:
         if isinstance(seen, DataError):
             return seen
-        seen = seen.__cause__
-    return exc
+        visited.add(id(seen))
+        last, seen = seen, seen.__cause__
+    return last
 
 
-def load_image(path: str, cfg: PreprocessConfig | None = None) -> torch.Tensor:
-    """Load and preprocess one file into a ``(3, S, S)`` tensor; bad files raise :class:`DataError`."""
-    t = preprocess_transforms(cfg or PreprocessConfig())
+def transform_data_error(exc: BaseException, path: str) -> DataError:
+    """A one-line :class:`DataError` naming ``path`` for any failure of the transform chain on that file."""
+    cause = unwrap_transform_error(exc)
+    if isinstance(cause, DataError):
+        return cause
+    text = " ".join(str(cause).split())  # library messages can span lines; ours are one line
+    return DataError(f"cannot load image ({type(cause).__name__}: {text})", path=str(path))
+
+
+def apply_preprocess(transform: Compose, path: str, *, mask: str | None = None) -> torch.Tensor:
+    """Run a :func:`preprocess_transforms` pipeline on one file; any failure is a one-line DataError naming it."""
     try:
-        x = t({"image": str(path)})["image"]
-    except Exception as exc:
-        cause = unwrap_transform_error(exc)
-        if isinstance(cause, DataError):
-            raise cause from None
-        raise DataError(f"cannot load image ({type(cause).__name__}: {cause})", path=str(path)) from None
+        return transform({"image": str(path), "mask": mask})["image"]
+    except Exception as exc:  # noqa: BLE001 - reader libraries raise anything; the user sees the cause
+        raise transform_data_error(exc, str(path)) from None
+
+
+def load_image(path: str, cfg: PreprocessConfig | None = None, *, mask: str | None = None) -> torch.Tensor:
+    """Load and preprocess one file into a ``(3, S, S)`` tensor; bad files raise :class:`DataError`.
+
+    Args:
+        mask: lesion mask file, read when ``cfg.crop`` uses masks.
+    """
+    x = apply_preprocess(preprocess_transforms(cfg or PreprocessConfig()), path, mask=mask)
     if not torch.isfinite(x).all():
         raise DataError("the image decodes to non-finite values", path=str(path))
     return x

@@ -14,6 +14,7 @@ from medcbm.backbones import get_backbone_spec
 from medcbm.backbones.features import extract_features
 from medcbm.adapt.store import load_model
 from medcbm.bottleneck.artifacts import backbone_from_meta, save_cbm
+from medcbm.bottleneck.domain import check_domain
 from medcbm.bottleneck.estimator import KnowledgeCBM
 from medcbm.bottleneck.metadata import label_indices, model_groups, warn_foreign_modality
 from medcbm.bottleneck.grounders import GroundingContext
@@ -97,8 +98,11 @@ def evaluate_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=
     manifest, y = mapped_labels(manifest, meta)
     warn_foreign_modality(manifest.frame, meta)
     X = extract_features(manifest, spec, cache_dir=cache_dir, progress=progress).X
+    ood = check_domain(model, X)
     proba = model.predict_proba(X, model_groups(model, manifest.frame, meta))
     res = split_metrics(y, proba)
+    # how many images lie beyond the training 99th percentile of feature distance (None: the model cannot say)
+    res["n_unlike_training"] = None if ood is None else int((ood > 1.0).sum())
     res["subgroups"] = subgroup_metrics(y, proba, manifest.frame)
     res["model"] = str(model_dir)
     return res
@@ -107,10 +111,12 @@ def evaluate_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=
 def predict_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=None, top_k: int = 3,
                 progress: bool = True) -> pd.DataFrame:
     """Per-image class probabilities, concept probabilities and the top concept contributions (base model or
-    adaptation folder)."""
+    adaptation folder), and ``ood_score``: the image's feature distance to the training images over their 99th
+    percentile (above 1: unlike the training data; absent for models saved before medcbm stored the summary)."""
     model, meta = load_model(model_dir)
     warn_foreign_modality(manifest.frame, meta)
     X = extract_features(manifest, backbone_from_meta(meta), cache_dir=cache_dir, progress=progress).X
+    ood = check_domain(model, X)
     groups = model_groups(model, manifest.frame, meta)
     proba = model.predict_proba(X, groups)
     P = model.predict_concepts(X, groups)
@@ -124,5 +130,7 @@ def predict_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=N
         rec.update({f"p_{k}": float(proba[i, j]) for j, k in enumerate(model.classes)})
         rec.update({f"concept_{k}": float(P[i, j]) for j, k in enumerate(model.concept_names_)})
         rec["top_concepts"] = "; ".join(f"{model.concept_names_[j]} {c[j]:+.2f}" for j in order)
+        if ood is not None:  # above 1: farther from the training images than 99 % of them
+            rec["ood_score"] = round(float(ood[i]), 4)
         rows.append(rec)
     return pd.DataFrame(rows)

@@ -94,6 +94,12 @@ CASES = {
     "missing tensor": (lambda d: _resave_tensors(d, lambda t: t.pop("bottleneck.b")), DataError, "missing"),
     "unknown grounder": (lambda d: _edit_json(d, lambda m: m["grounder"].update(kind="nope")), MedcbmError, "nope"),
     "weights file gone": (lambda d: (d / "model.safetensors").unlink(), DataError, "not a medcbm model folder"),
+    "domain threshold edited": (lambda d: _edit_json(d, lambda m: m["feature_domain"].update(threshold=-1)),
+                                ConfigError, "key 'feature_domain.threshold'"),
+    "domain mean of another width": (lambda d: _resave_tensors(d, lambda t: t.update(
+        {"domain.feature_mean": t["domain.feature_mean"][:8].copy()})), DataError, "has shape"),
+    "domain mean gone": (lambda d: _resave_tensors(d, lambda t: t.pop("domain.feature_mean")), DataError,
+                         "'domain.feature_mean' is missing"),
 }
 
 
@@ -112,3 +118,17 @@ def test_an_intact_artifact_still_loads_and_predicts_the_same(saved):
     again, meta = load_cbm(d)
     np.testing.assert_allclose(again.predict_proba(X), model.predict_proba(X), rtol=1e-6)
     assert meta["classes"] == ["benign", "malignant"]
+
+
+def test_an_artifact_saved_before_the_domain_guard_loads_with_the_guard_off(saved, tmp_path, caplog):
+    from medcbm.bottleneck.domain import check_domain
+
+    d = _copy(saved, tmp_path)
+    _resave_tensors(d, lambda t: t.pop("domain.feature_mean"))
+    _edit_json(d, lambda m: m.pop("feature_domain"))
+    with caplog.at_level("DEBUG", logger="medcbm.bottleneck.domain"):
+        old, _ = load_cbm(d)
+        assert old.feature_domain_ is None and check_domain(old, saved[2]) is None
+    assert "domain guard is off" in caplog.text and not [r for r in caplog.records if r.levelname == "WARNING"]
+    np.testing.assert_allclose(old.predict_proba(saved[2]), saved[1].predict_proba(saved[2]), rtol=1e-6)
+    assert check_domain(load_cbm(saved[0])[0], saved[2]).shape == (120,)  # the intact artifact keeps its summary

@@ -47,3 +47,13 @@ def gray_from_jpeg(path, size: int | None = None) -> np.ndarray:
     if size:
         img = img.resize((size, size))
     return np.asarray(img)
+
+
+def write_unknown_vr_dicom(path, source: str) -> str:
+    """Copy a real explicit-VR DICOM with SamplesPerPixel's VR replaced by an unknown one ("U)"): pydicom reads
+    the file and fails only when the element is parsed, inside the transform chain (a fuzzing find)."""
+    raw = open(source, "rb").read()
+    at = raw.index(b"\x28\x00\x02\x00US")  # (0028,0002) SamplesPerPixel, VR "US"
+    with open(path, "wb") as fh:
+        fh.write(raw[:at + 4] + b"U)" + raw[at + 6:])
+    return str(path)

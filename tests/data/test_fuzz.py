@@ -57,6 +57,7 @@ def _check(path) -> str:
         x = load_image(str(path))
     except MedcbmError as exc:
         assert "\n" not in str(exc).strip()
+        assert "object at 0x" not in str(exc), f"{path}: MONAI's wrapper hides the cause: {exc}"
         return "error"
     assert x.shape == (3, 224, 224) and x.dtype == torch.float32
     assert torch.isfinite(x).all(), f"{path}: non-finite tensor returned"

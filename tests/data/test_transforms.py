@@ -47,3 +47,22 @@ def test_crop_settings_are_part_of_the_fingerprint_only_when_used():
     assert PreprocessConfig(crop="mask_bbox", crop_margin=0.3).fingerprint() != PreprocessConfig(crop="mask_bbox").fingerprint()
     with pytest.raises(ValueError, match="crop"):
         PreprocessConfig(crop="circle")
+
+
+def test_a_library_error_inside_the_chain_surfaces_as_its_cause(data_root):
+    """MONAI reports any failure as "applying transform <... object at 0x...>"; the user sees the real cause."""
+    from monai.transforms import Compose, Lambdad
+
+    from medcbm.data.transforms import apply_preprocess, load_transforms
+
+    jpg = str(sorted((data_root / "ham10000" / "images").glob("*.jpg"))[0])
+
+    def odd(_):
+        raise ValueError("pixel spacing\nis odd")  # a library message over two lines
+
+    t = Compose(load_transforms() + [Lambdad(keys="image", func=odd)])
+    with pytest.raises(RuntimeError, match="object at 0x") as err:
+        t({"image": jpg})
+    assert isinstance(unwrap_transform_error(err.value), ValueError)
+    with pytest.raises(DataError, match=r"^cannot load image \(ValueError: pixel spacing is odd\) \[file .*\.jpg\]$"):
+        apply_preprocess(t, jpg)
