@@ -1,8 +1,21 @@
-"""Backbones: registry of specs, offline loaders, and cached feature extraction."""
+"""Backbones: registry of specs, offline loaders, and cached feature extraction.
 
-from medcbm.backbones import specs as _specs  # noqa: F401  (registers the built-in specs)
-from medcbm.backbones._registry import BackboneSpec, get_backbone_spec, list_backbones, register_backbone
-from medcbm.backbones.loaders import FeatureExtractor, create_backbone
+The public names are imported on first use (PEP 562): the registry pulls in MONAI and torch, and the CLI
+imports ``medcbm.backbones.cli`` at start-up, which must stay fast.
+"""
 
-__all__ = ["BackboneSpec", "FeatureExtractor", "create_backbone", "get_backbone_spec", "list_backbones",
-           "register_backbone"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {"BackboneSpec": "_registry", "get_backbone_spec": "_registry", "list_backbones": "_registry",
+            "register_backbone": "_registry", "FeatureExtractor": "loaders", "create_backbone": "loaders"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'medcbm.backbones' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"medcbm.backbones.{_EXPORTS[name]}"), name)

@@ -55,8 +55,14 @@ def register_prefix(prefix: str) -> Callable:
     return BACKBONES.register_prefix(prefix)
 
 
+def _builtin() -> None:
+    """Register the shipped specs (an import, so it happens once; called lazily to keep start-up light)."""
+    import medcbm.backbones.specs  # noqa: F401
+
+
 def list_backbones(pattern: str | None = None) -> list[str]:
     """Registered names matching an optional glob (dynamic prefixes shown as ``prefix:...``)."""
+    _builtin()
     return BACKBONES.names(pattern) + ([] if pattern else BACKBONES.prefixes())
 
 
@@ -66,5 +72,6 @@ def get_backbone_spec(name: str) -> BackboneSpec:
     Raises:
         RegistryError: unknown name; the message lists the available ones.
     """
+    _builtin()
     found = BACKBONES.get(name)
     return found if isinstance(found, BackboneSpec) else found()

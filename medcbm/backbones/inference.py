@@ -15,7 +15,7 @@ import torch
 
 from medcbm.backbones._registry import BackboneSpec
 from medcbm.backbones.loaders import FeatureExtractor, create_backbone
-from medcbm.data.transforms import NO_LESION_KEY, preprocess_transforms, unwrap_transform_error
+from medcbm.data.transforms import NO_LESION_KEY, preprocess_transforms, transform_data_error
 from medcbm.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -41,11 +41,9 @@ def decode_sample(transform, path: str, mask: str | None) -> tuple[torch.Tensor 
         if not torch.isfinite(out["image"]).all():  # one bad file is skipped or named, not a failed run
             return None, DecodeFailure("the image decodes to non-finite values", path, "image"), False
         return out["image"], None, bool(out.get(NO_LESION_KEY, False))
-    except Exception as exc:  # anything a reader library throws becomes a per-file message
-        cause = unwrap_transform_error(exc)
-        if isinstance(cause, DataError):  # keep which file and field it blames (the image or its mask)
-            return None, DecodeFailure(cause.message, cause.path or path, cause.field or "image"), False
-        return None, DecodeFailure(f"cannot load image: {type(cause).__name__}: {cause}", path, "image"), False
+    except Exception as exc:  # anything a reader library throws becomes a one-line per-file message
+        err = transform_data_error(exc, path)  # keeps which file and field it blames (the image or its mask)
+        return None, DecodeFailure(err.message, err.path or path, err.field or "image"), False
 
 
 def optimize_for_inference(model: FeatureExtractor, image_size: int, *, channels_last: bool = True) -> torch.nn.Module:
