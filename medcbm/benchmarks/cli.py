@@ -133,3 +133,36 @@ def register_bench(bench_app: typer.Typer) -> None:
         atomic_write_json(json_path, res)
         console.print_json(data=res)
         console.print(f"wrote {json_path}")
+
+    @bench_app.command("scale")
+    def bench_scale_cmd(
+        json_path: Path = typer.Option(Path("runs/bench/scale.json"), "--json"),
+        n_images: int = typer.Option(512, "--n", help="HAM10000 images extracted per Ray run"),
+        workers: Optional[List[int]] = typer.Option(None, "--workers", help="Ray worker counts to compare "
+                                                    "(repeatable; default 1 and 2)"),
+        cluster: Optional[List[int]] = typer.Option(None, "--estimate-workers", help="worker counts to estimate "
+                                                    "the archive workloads for (repeatable; default 1, 16, 64)"),
+        storage_mb_s: float = typer.Option(1000.0, "--storage-mb-s", help="assumed aggregate read bandwidth"),
+        store_servers: int = typer.Option(1, "--store-servers", help="Chroma servers taking inserts"),
+        skip_ray: bool = typer.Option(False, "--skip-ray", help="only calibrate and estimate"),
+        data_root: Optional[Path] = typer.Option(None, "--data-root"),
+    ) -> None:
+        """Ray speed-up on real images, a per-core calibration, and estimates for 1M JPEGs, 1M DICOMs and 10M
+        text chunks (wall time, CPU-hours, RAM, disk, bottleneck)."""
+        from medcbm._io import atomic_write_json
+        from medcbm.benchmarks.bench_scale import bench_scale
+        from medcbm.data.importers import import_dataset
+
+        res = bench_scale(import_dataset("ham10000", data_root), n_images=n_images,
+                          workers=workers, cluster_workers=cluster, storage_mb_s=storage_mb_s,
+                          store_servers=store_servers, skip_ray=skip_ray)
+        atomic_write_json(json_path, res)
+        for w, r in res.get("ray", {}).items():
+            console.print(f"ray {w} worker(s): {r['img_s']} img/s, speed-up {r['speedup']}x "
+                          f"(start {r['worker_start_s']:.1f} s, decode {r['decode_cpu_s']:.1f} s, "
+                          f"model {r['model_cpu_s']:.1f} s)")
+        for e in res["estimates"]:
+            console.print(f"{e['workload']:16s} {e['workers']:4d} workers: {e['wall_hours']:8.2f} h wall, "
+                          f"{e['cpu_hours']:8.1f} CPU-h, {e['ram_gb']:6.1f} GB RAM, {e['disk_gb']:6.1f} GB disk; "
+                          f"bottleneck: {e['bottleneck']}")
+        console.print(f"wrote {json_path}")
