@@ -6,6 +6,9 @@ Importing this package is light: chromadb, bm25s and sentence-transformers load 
     >>> store = open_store("runs/knowledge")
     >>> ingest_paths(store, ["knowledge/corpus"])
     >>> store.search("blue-whitish veil", k=5, mode="hybrid")
+
+Several ``chroma run`` servers hold one store sharded by document (``open_store(url=[url1, url2])``, the CLI's
+repeated ``--store-url``), searched exactly as one store would be; ``--engine ray`` embeds on a Ray cluster.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from medcbm.knowledge.passage import Document, Passage
 _LAZY = {
     "open_store": "medcbm.knowledge.store",
     "KnowledgeStore": "medcbm.knowledge.store",
+    "ShardedStore": "medcbm.knowledge.sharded",
     "ingest_paths": "medcbm.knowledge.ingest",
     "add_documents": "medcbm.knowledge.ingest",
     "build_default_store": "medcbm.knowledge.ingest",

