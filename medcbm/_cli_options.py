@@ -7,8 +7,8 @@ from typing import Callable, Optional
 import typer
 
 ENGINE_PARAMS = [
-    ("engine", str, typer.Option("local", "--engine", help="where feature extraction runs: local (this process) or "
-                                 "ray (a Ray cluster; needs the ray extra of medcbm)")),
+    ("engine", str, typer.Option("local", "--engine", help="where feature extraction and embedding run: local "
+                                 "(this process) or ray (a Ray cluster; needs the ray extra of medcbm)")),
     ("address", Optional[str], typer.Option(None, "--address", help="Ray cluster: auto (the running one) or "
                                             "HOST:PORT (default: start a local one)")),
     ("workers", int, typer.Option(1, "--workers", help="Ray: model replicas (actors)")),

@@ -99,9 +99,14 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
                           "with `ray start --head` on that host, or use --address auto / leave it out") from None
 
 
+# set by engine_scope: clusters started inside it stay up until the scope ends (one start per command)
+_SCOPE: ContextVar[list | None] = ContextVar("medcbm_ray_scope", default=None)
+
+
 @contextlib.contextmanager
 def ray_session(config: EngineConfig) -> Iterator[object]:
-    """Connect to (or start) the cluster ``config`` names; shut down only what this call started."""
+    """Connect to (or start) the cluster ``config`` names, on first use; shut down only what this call started
+    (or, inside :func:`engine_scope`, what the scope started, when it ends)."""
     ray = import_ray()
     if ray.is_initialized():
         yield ray
@@ -119,6 +124,11 @@ def ray_session(config: EngineConfig) -> Iterator[object]:
         ray.init(**kwargs)
     except ConnectionError as exc:
         raise ConfigError(f"cannot connect to a Ray cluster at --address {config.address}: {exc}") from None
+    scope = _SCOPE.get()
+    if scope is not None:
+        scope.append(ray)
+        yield ray
+        return
     try:
         yield ray
     finally:
@@ -143,7 +153,15 @@ def hash_files_batch(batch: dict) -> dict:
 
 @contextlib.contextmanager
 def engine_scope(config: EngineConfig) -> Iterator[EngineConfig]:
-    """:func:`use_engine` plus, for Ray, one cluster session held for the whole block (a command that extracts
-    features several times connects once)."""
-    with use_engine(config), (ray_session(config) if config.engine == "ray" else contextlib.nullcontext()):
-        yield config
+    """:func:`use_engine` for a whole command: a cluster it starts (only if some step needs one) stays up for
+    every later step and is shut down at the end, so a command that extracts several times connects once and a
+    rerun with nothing to do never starts Ray."""
+    token = _SCOPE.set([])
+    try:
+        with use_engine(config):
+            yield config
+    finally:
+        started = _SCOPE.get() or []
+        _SCOPE.reset(token)
+        for ray in started:
+            ray.shutdown()

@@ -158,7 +158,8 @@ def register_bench(bench_app: typer.Typer) -> None:
                           store_servers=store_servers, skip_ray=skip_ray)
         atomic_write_json(json_path, res)
         for w, r in res.get("ray", {}).items():
-            console.print(f"ray {w} worker(s): {r['img_s']} img/s, speed-up {r['speedup']}x "
+            console.print(f"ray {w} worker(s): {r['img_s']} img/s, speed-up {r['speedup']}x (after start-up "
+                          f"{r['steady_img_s']} img/s, {r['steady_speedup']}x) "
                           f"(start {r['worker_start_s']:.1f} s, decode {r['decode_cpu_s']:.1f} s, "
                           f"model {r['model_cpu_s']:.1f} s)")
         for e in res["estimates"]:
