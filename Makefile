@@ -30,7 +30,7 @@ chromium:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium-headless-shell >/dev/null; }
 
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q --durations=15 tests
 
 bench: $(STAMP)
 	mkdir -p runs/bench

@@ -25,11 +25,13 @@ from medcbm.errors import MedcbmError
 
 logger = logging.getLogger(__name__)
 
+# VmHWM (peak RSS of this process image), not ru_maxrss: on Linux a child started by a large parent inherits the
+# parent's ru_maxrss through fork and exec
 _RSS = """
-import resource, sys, torch
+import re, sys, torch
 torch.set_num_threads(1)
 {body}
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024)
 """
 _ENCODER = """from medcbm.backbones import get_backbone_spec
 from medcbm.backbones.inference import BatchEncoder

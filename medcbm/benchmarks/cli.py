@@ -145,6 +145,8 @@ def register_bench(bench_app: typer.Typer) -> None:
         storage_mb_s: float = typer.Option(1000.0, "--storage-mb-s", help="assumed aggregate read bandwidth"),
         store_servers: int = typer.Option(1, "--store-servers", help="Chroma servers taking inserts"),
         skip_ray: bool = typer.Option(False, "--skip-ray", help="only calibrate and estimate"),
+        manifest: Optional[Path] = typer.Option(None, "--manifest", help="calibrate on your own images (default: "
+                                                "HAM10000 from --data-root; file size drives the storage estimate)"),
         data_root: Optional[Path] = typer.Option(None, "--data-root"),
     ) -> None:
         """Ray speed-up on real images, a per-core calibration, and estimates for 1M JPEGs, 1M DICOMs and 10M
@@ -152,8 +154,10 @@ def register_bench(bench_app: typer.Typer) -> None:
         from medcbm._io import atomic_write_json
         from medcbm.benchmarks.bench_scale import bench_scale
         from medcbm.data.importers import import_dataset
+        from medcbm.data.manifest import load_manifest
 
-        res = bench_scale(import_dataset("ham10000", data_root), n_images=n_images,
+        images = load_manifest(manifest).check_files() if manifest else import_dataset("ham10000", data_root)
+        res = bench_scale(images, n_images=n_images,
                           workers=workers, cluster_workers=cluster, storage_mb_s=storage_mb_s,
                           store_servers=store_servers, skip_ray=skip_ray)
         atomic_write_json(json_path, res)
