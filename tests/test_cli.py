@@ -54,7 +54,9 @@ def test_errors_are_one_clear_line(tmp_path, data_root):
     assert r.returncode == 2 and "--data-root" in r.stderr
 
 
-def test_train_evaluate_predict(tmp_path, data_root, feature_cache, ham_manifest):
+def test_train_evaluate_predict(tmp_path, data_root, feature_cache, ham_manifest, capsys, monkeypatch):
+    """Training runs as a real subprocess; the later commands run through the same entry point in-process
+    (each subprocess pays ~15 s of imports)."""
     cfg = tmp_path / "cbm.yaml"
     cfg.write_text(f"name: t\nout_dir: {tmp_path / 'model'}\ndata: {{protocol: ham10000-site-confounded}}\n"
                    "model: cbm\noverrides: {grounding: {sources: [{kind: annotations, dataset: ph2}]}}\n")
@@ -73,14 +75,14 @@ def test_train_evaluate_predict(tmp_path, data_root, feature_cache, ham_manifest
     frame = ham_manifest.frame.iloc[::150].copy()
     frame["image"] = [str(ham_manifest.image_path(i)) for i in range(0, len(ham_manifest), 150)]
     frame.to_csv(tmp_path / "m.csv", index=False)
-    r = medcbm("evaluate", "--model", model, "--manifest", tmp_path / "m.csv", "--json", tmp_path / "e.json",
-               "--cache-dir", feature_cache)
-    assert r.returncode == 0, r.stderr[-2000:]
+    code, err = run_main(capsys, monkeypatch, "evaluate", "--model", model, "--manifest", tmp_path / "m.csv", "--json",
+                         tmp_path / "e.json", "--cache-dir", feature_cache)
+    assert code == 0, err[-2000:]
     ev = json.loads((tmp_path / "e.json").read_text())
     assert ev["n"] == len(frame) and 0.5 < ev["acc"] <= 1.0 and "site" in ev["subgroups"]
-    r = medcbm("predict", "--model", model, "--manifest", tmp_path / "m.csv", "--out", tmp_path / "p.csv",
-               "--cache-dir", feature_cache)
-    assert r.returncode == 0, r.stderr[-2000:]
+    code, err = run_main(capsys, monkeypatch, "predict", "--model", model, "--manifest", tmp_path / "m.csv", "--out",
+                         tmp_path / "p.csv", "--cache-dir", feature_cache)
+    assert code == 0, err[-2000:]
     pred = pd.read_csv(tmp_path / "p.csv")
     assert len(pred) == len(frame) and set(pred["prediction"]) <= {"benign", "malignant"}
     assert pred["top_concepts"].notna().all()
@@ -89,12 +91,14 @@ def test_train_evaluate_predict(tmp_path, data_root, feature_cache, ham_manifest
     own["image"] = [str(ham_manifest.image_path(i)) for i in range(0, len(ham_manifest), 40)]
     own["label"] = own["malignant"].map({0: "benign", 1: "malignant"})
     own.to_csv(tmp_path / "own.csv", index=False)
-    r = medcbm("train", "--manifest", tmp_path / "own.csv", "--split", "auto", "--name", "own", "--model", "cbm_ph2_only", "--cache-dir",
-               feature_cache, cwd=tmp_path, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MEDCBM_DATA", str(data_root))
+    code, err = run_main(capsys, monkeypatch, "train", "--manifest", tmp_path / "own.csv", "--split", "auto", "--name",
+                         "own", "--model", "cbm_ph2_only", "--cache-dir", feature_cache)
+    assert code == 0, err[-2000:]
     meta = json.loads((tmp_path / "runs" / "models" / "own" / "model.json").read_text())
     assert meta["classes"] == ["benign", "malignant"] and set(meta["provenance"]["metrics"]) == {"val", "test"}
-    r = medcbm("train", "--manifest", tmp_path / "own.csv", "--name", "own", cwd=tmp_path)
-    assert r.returncode == 2 and "split: column" in r.stderr and "Traceback" not in r.stderr
-    r = medcbm("train", "-c", tmp_path / "nope.yaml")
-    assert r.returncode == 2 and "nope.yaml" in r.stderr and "Traceback" not in r.stderr
+    code, err = run_main(capsys, monkeypatch, "train", "--manifest", tmp_path / "own.csv", "--name", "own")
+    assert code == 2 and "split: column" in err
+    code, err = run_main(capsys, monkeypatch, "train", "-c", tmp_path / "nope.yaml")
+    assert code == 2 and "nope.yaml" in err
