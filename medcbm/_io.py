@@ -70,6 +70,14 @@ def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def sha256_file_or_none(path: str | os.PathLike) -> str | None:
+    """:func:`sha256_file`, or ``None`` when the file does not exist (the caller names the row)."""
+    try:
+        return sha256_file(path)
+    except FileNotFoundError:
+        return None
+
+
 def sha256_text(*parts: str) -> str:
     """Hex SHA-256 of the given strings joined by NUL (stable identity for configs and lists)."""
     h = hashlib.sha256()

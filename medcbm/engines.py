@@ -135,20 +135,28 @@ def ray_session(config: EngineConfig) -> Iterator[object]:
         ray.shutdown()
 
 
+def quiet_ray_data(ray) -> None:
+    """Ray Data without its own progress bars and INFO logs (medcbm draws one bar on the driver)."""
+    for name in ("ray.data", "ray"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def ray_dataset(ray, rows: list[dict], batch: int, workers: int):
+    """``rows`` as a Ray dataset with enough blocks to keep every worker busy, none smaller than a batch."""
+    blocks = max(1, min(len(rows), max(2 * workers, -(-len(rows) // batch))))
+    return ray.data.from_items(rows, override_num_blocks=blocks)
+
+
 def hash_files_batch(batch: dict) -> dict:
     """Ray Data task: SHA-256 of each ``path`` (``""`` when missing). Lives here, in a module that imports no
     torch, so hashing workers start in a second rather than importing the model stack."""
     import numpy as np
 
-    from medcbm._io import sha256_file
+    from medcbm._io import sha256_file_or_none
 
-    def one(path: str) -> str:
-        try:
-            return sha256_file(path)
-        except FileNotFoundError:
-            return ""
-
-    return {"pos": batch["pos"], "sha256": np.array([one(str(p)) for p in batch["path"]], dtype=object)}
+    hashes = [sha256_file_or_none(str(p)) or "" for p in batch["path"]]
+    return {"pos": batch["pos"], "sha256": np.array(hashes, dtype=object)}
 
 
 @contextlib.contextmanager

@@ -42,7 +42,8 @@ def content_hash(path: str | os.PathLike) -> str:
 class FeatureCache:
     """Read/append features for one backbone (+ preprocessing)."""
 
-    def __init__(self, root: str | os.PathLike, spec: BackboneSpec):
+    def __init__(self, root: str | os.PathLike, spec: BackboneSpec, *, scan: bool = True):
+        """Open (and create) the cache; ``scan=False`` opens it for writing only (a worker that never reads)."""
         self.dir = Path(root) / f"{spec.fingerprint()}-v{PIPELINE_VERSION}"
         self.dir.mkdir(parents=True, exist_ok=True)
         spec_file = self.dir / "backbone.json"
@@ -52,7 +53,8 @@ class FeatureCache:
         self._arrays: dict[Path, np.ndarray] = {}
         self._dim: int | None = None
         self.unindexed_shards = 0  # shards found by listing, not in the compacted index (compact() folds them in)
-        self._scan()
+        if scan:
+            self._scan()
 
     @property
     def index_path(self) -> Path:
@@ -86,9 +88,7 @@ class FeatureCache:
     def _scan(self) -> None:
         present = {p.name for p in self.dir.glob("shard-*.safetensors")}
         covered = self._read_index(present)
-        for name in sorted(present - covered):
-            self.unindexed_shards += 1
-            self._index_shard(self.dir / name)
+        self.adopt(sorted(present - covered))
 
     def _index_shard(self, shard: Path) -> bool:
         """Index one shard from its header only (opening a large cache must not read every feature)."""

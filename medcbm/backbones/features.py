@@ -52,7 +52,6 @@ def _crop_masks(manifest: Manifest, spec: BackboneSpec) -> list[str | None]:
     return masks
 
 
-
 def extract_features(
     manifest: Manifest,
     backbone: str | BackboneSpec = "efficientnet_lite0",
@@ -86,15 +85,16 @@ def extract_features(
         :class:`Features` aligned with the rows that loaded.
     """
     spec = get_backbone_spec(backbone) if isinstance(backbone, str) else backbone
-    t0 = time.perf_counter()
     runner = create_runner(engine or current_engine(), num_workers=num_workers, optimize=optimize, model=model)
     with runner:
         return _extract(manifest, spec, runner, cache_dir=cache_dir, batch_size=batch_size, skips=skips,
-                        progress=progress, shard_size=shard_size, t0=t0)
+                        progress=progress, shard_size=shard_size)
 
 
-def _extract(manifest: Manifest, spec: BackboneSpec, runner: ExtractionRunner, *, cache_dir, batch_size: int,
-             skips: SkipLog | None, progress: bool, shard_size: int, t0: float) -> Features:
+def _extract(manifest: Manifest, spec: BackboneSpec, runner: ExtractionRunner, *, cache_dir: str | os.PathLike | None,
+             batch_size: int,
+             skips: SkipLog | None, progress: bool, shard_size: int) -> Features:
+    t0 = time.perf_counter()
     paths = [str(p) for p in manifest.image_paths()]
     masks = _crop_masks(manifest, spec)
     hashes = _cache_keys(paths, masks, runner, cache_dir, skips)
@@ -154,14 +154,14 @@ def _cache_keys(paths: list[str], masks: list[str | None], runner: ExtractionRun
     """
     note = HashNote(cache_dir) if cache_dir is not None else None
     files = sorted({p for p in paths} | {m for m in masks if m is not None})
-    stats = {f: stat_key(f) for f in files}
-    known = {f: note.get(stats[f]) for f in files} if note is not None else {}
-    unknown = [f for f in files if stats[f] is not None and not known.get(f)]
+    stat_keys = {f: stat_key(f) for f in files}
+    known = {f: note.get(stat_keys[f]) for f in files} if note is not None else {}
+    unknown = [f for f in files if stat_keys[f] is not None and not known.get(f)]
     computed = dict(zip(unknown, runner.hash_files(unknown))) if unknown else {}
     if note is not None:
         for f, h in computed.items():
             if h is not None:
-                note.add(stats[f], h)
+                note.add(stat_keys[f], h)
         note.save()
     content = {f: known.get(f) or computed.get(f) for f in files}
     keys: list[str | None] = []

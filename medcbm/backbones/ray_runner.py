@@ -19,8 +19,9 @@ import numpy as np
 from medcbm.backbones._registry import BackboneSpec
 from medcbm.backbones.cache import FeatureCache
 from medcbm.backbones.inference import DecodeFailure
-from medcbm.backbones.runners import ExtractionRunner, ExtractJob, ExtractOutcome, FailureSink, hash_or_none, progress_bar
-from medcbm.engines import EngineConfig, hash_files_batch, import_ray, ray_session
+from medcbm._io import sha256_file_or_none
+from medcbm.backbones.runners import ExtractionRunner, ExtractJob, ExtractOutcome, FailureSink, progress_bar
+from medcbm.engines import EngineConfig, hash_files_batch, import_ray, quiet_ray_data, ray_dataset, ray_session
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class _EncodeActor:
         torch.set_num_threads(max(1, threads))
         self.spec = BackboneSpec.model_validate(spec)
         self.encoder = BatchEncoder(self.spec, optimize=optimize)
-        self.cache = FeatureCache(cache_root, self.spec) if cache_root else None
+        self.cache = FeatureCache(cache_root, self.spec, scan=False) if cache_root else None  # writes only
         self.init_s = time.perf_counter() - t0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -55,16 +56,10 @@ class _EncodeActor:
                    for p, m in zip(batch["path"], batch["mask"])]
         t1 = time.perf_counter()
         ok = [i for i, (x, _, _) in enumerate(decoded) if x is not None]
-        dim = self.spec.num_features or 0
-        feats = np.zeros((n, dim), np.float32)
+        X = self.encoder.encode(torch.stack([decoded[i][0] for i in ok])) if ok else None
         shard = ""
-        if ok:
-            X = self.encoder.encode(torch.stack([decoded[i][0] for i in ok]))
-            if feats.shape[1] != X.shape[1]:
-                feats = np.zeros((n, X.shape[1]), np.float32)
-            feats[ok] = X
-            if self.cache is not None:
-                shard = self.cache.put([str(batch["key"][i]) for i in ok], X).name
+        if X is not None and self.cache is not None:
+            shard = self.cache.put([str(batch["key"][i]) for i in ok], X).name
         t2 = time.perf_counter()
         fail = [d[1] for d in decoded]
         timing = np.zeros((n, 3), np.float64)
@@ -77,15 +72,10 @@ class _EncodeActor:
                "field": np.array([f.field if f else "" for f in fail], dtype=object),
                "shard": np.array([shard] * n, dtype=object), "timing": timing}
         if self.cache is None:  # no shared cache: the features travel back to the driver
-            out["feature"] = feats
+            out["feature"] = np.zeros((n, X.shape[1] if X is not None else self.spec.num_features or 0), np.float32)
+            if X is not None:
+                out["feature"][ok] = X
         return out
-
-
-def _quiet_ray_data(ray) -> None:
-    for name in ("ray.data", "ray"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # we draw our own bar on the driver
 
 
 class RayRunner(ExtractionRunner):
@@ -114,21 +104,15 @@ class RayRunner(ExtractionRunner):
             self._session = contextlib.ExitStack()
             self._session.enter_context(ray_session(self.config))
         ray = import_ray()
-        _quiet_ray_data(ray)
+        quiet_ray_data(ray)
         return ray
-
-    def _dataset(self, rows: list[dict], batch: int):
-        import ray
-
-        blocks = max(1, min(len(rows), max(2 * self.config.workers, -(-len(rows) // batch))))
-        return ray.data.from_items(rows, override_num_blocks=blocks)
 
     def hash_files(self, paths: list[str]) -> list[str | None]:
         if len(paths) < self.driver_hash_max:
-            return [hash_or_none(p) for p in paths]
+            return [sha256_file_or_none(p) for p in paths]
         with self:
-            self._ray()
-            ds = self._dataset([{"pos": i, "path": p} for i, p in enumerate(paths)], HASH_BATCH)
+            ray = self._ray()
+            ds = ray_dataset(ray, [{"pos": i, "path": p} for i, p in enumerate(paths)], HASH_BATCH, self.config.workers)
             out: list[str | None] = [None] * len(paths)
             hashed = ds.map_batches(hash_files_batch, batch_size=HASH_BATCH, batch_format="numpy",
                                     num_cpus=self.config.cpus_per_worker)
@@ -145,7 +129,7 @@ class RayRunner(ExtractionRunner):
         t0 = time.perf_counter()
         with self:
             ray = self._ray()
-            encoded = self._dataset(rows, batch).map_batches(
+            encoded = ray_dataset(ray, rows, batch, cfg.workers).map_batches(
                 _EncodeActor, batch_size=batch, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.workers),
                 num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker or None,
                 fn_constructor_kwargs={"spec": job.spec.model_dump(mode="json"),

@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from medcbm.backbones._registry import BackboneSpec
-from medcbm.backbones.cache import FeatureCache, content_hash
+from medcbm._io import sha256_file_or_none
+from medcbm.backbones.cache import FeatureCache
 from medcbm.backbones.inference import BatchEncoder, DecodeFailure, decode_sample
 from medcbm.backbones.loaders import FeatureExtractor
 from medcbm.data.transforms import preprocess_transforms
@@ -82,14 +83,6 @@ class ExtractionRunner(ABC):
         (or raises, KeyboardInterrupt included)."""
 
 
-def hash_or_none(path: str) -> str | None:
-    """Content hash of one file, ``None`` when it does not exist (the caller names the row)."""
-    try:
-        return content_hash(path)
-    except FileNotFoundError:
-        return None
-
-
 class _ImageDataset(Dataset):
     def __init__(self, job: ExtractJob):
         self.job, self.transform = job, preprocess_transforms(job.spec.preprocess)
@@ -142,7 +135,7 @@ class LocalRunner(ExtractionRunner):
         self.num_workers, self.optimize, self.model = num_workers, optimize, model
 
     def hash_files(self, paths: list[str]) -> list[str | None]:
-        return [hash_or_none(p) for p in paths]
+        return [sha256_file_or_none(p) for p in paths]
 
     def run(self, job: ExtractJob, cache: FeatureCache | None, on_failure: FailureSink) -> ExtractOutcome:
         out = ExtractOutcome()

@@ -20,7 +20,7 @@ from medcbm._io import atomic_write_json, sha256_file
 from medcbm._resources import resource_path
 from medcbm.errors import DataError
 from medcbm.knowledge.retrieval import MODES
-from medcbm.knowledge.retrieval import du as _du
+from medcbm.knowledge.retrieval import du
 from medcbm.knowledge.store import KnowledgeStore
 
 logger = logging.getLogger(__name__)
@@ -173,15 +173,15 @@ def run_bench(json_path: str | os.PathLike, *, store_dir: str | os.PathLike = "r
     result.update({
         "n_queries_eval": len(rows), "quality_store_chunks": len(quality),
         "ingest_chunks_s": qinfo.get("chunks_per_s"), "embedder": quality.embedder_name,
-        "quality_store_bytes": _du(root / "quality"), "store_urls": [url] if isinstance(url, str) else list(url or []),
+        "quality_store_bytes": du(root / "quality"), "store_urls": [url] if isinstance(url, str) else list(url or []),
     })
     if latency:
         lat_store, linfo = build_latency_store(root, quality, url)
         if len(lat_store) < MIN_LATENCY_CHUNKS:
             logger.warning("latency store has %d chunks (< %d)", len(lat_store), MIN_LATENCY_CHUNKS)
         result.update(measure_latency(lat_store, [r["query"] for r in rows], n=n_queries))
-        result.update({"n_chunks": len(lat_store), "latency_store_bytes": _du(root / "latency"),
-                       "latency_bm25_bytes": _du(lat_store.lexical_dir),
+        result.update({"n_chunks": len(lat_store), "latency_store_bytes": du(root / "latency"),
+                       "latency_bm25_bytes": du(lat_store.lexical_dir),
                        "latency_ingest_chunks_s": linfo.get("chunks_per_s"),
                        "by_source": lat_store.stats()["by_source"]})
     result["by_kind"] = by_kind

@@ -151,7 +151,6 @@ def embed_texts(store, texts: list[str], *, batch_size: int = 64):
     if engine.engine == "ray":
         from medcbm.knowledge.ray_embed import embed_with_ray
 
-        store.check_embedder()
         return embed_with_ray(texts, store.embedder_name, engine)
     return store.embedder.encode(texts, batch_size=batch_size, show_progress=len(texts) > 2000)
 

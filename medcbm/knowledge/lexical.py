@@ -8,6 +8,7 @@ hash differs from the one it was built for, and when :meth:`LexicalIndex.load` f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from medcbm._io import atomic_write_json, atomic_write_text, sha256_file
+from medcbm._io import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +78,11 @@ class LexicalIndex:
         self.bm25.save(str(tmp), show_progress=False)
         lines = (json.dumps({"id": i, "text": t, "meta": m}, ensure_ascii=False)
                  for i, t, m in zip(self.ids, self.texts, self.metas))
-        atomic_write_text(tmp / "chunks.jsonl", "\n".join(lines) + "\n")
+        table = ("\n".join(lines) + "\n").encode("utf-8")
+        atomic_write_bytes(tmp / "chunks.jsonl", table)
         # the checksum lets load() tell a damaged chunk table from a good one without trusting its parse
         atomic_write_json(tmp / "index.json", {"corpus_hash": self.corpus_hash, "n_chunks": len(self.ids),
-                                               "chunks_sha256": sha256_file(tmp / "chunks.jsonl")})
+                                               "chunks_sha256": hashlib.sha256(table).hexdigest()})
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
 
@@ -105,17 +107,17 @@ class LexicalIndex:
         try:
             info = json.loads((folder / "index.json").read_text(encoding="utf-8"))
             want_sha = info.get("chunks_sha256")  # absent in indexes written before it was recorded
-            if want_sha and sha256_file(folder / "chunks.jsonl") != want_sha:
+            table = (folder / "chunks.jsonl").read_bytes()  # read once: hashed, then parsed
+            if want_sha and hashlib.sha256(table).hexdigest() != want_sha:
                 raise CorruptIndexError("chunks.jsonl does not match its recorded checksum")
             bm25 = bm25s.BM25.load(str(folder), load_corpus=False)
             ids, texts, metas = [], [], []
-            with open(folder / "chunks.jsonl", encoding="utf-8") as fh:
-                for line in fh:
-                    if line.strip():
-                        row = json.loads(line)
-                        ids.append(str(row["id"]))
-                        texts.append(str(row["text"]))
-                        metas.append(dict(row["meta"]))
+            for line in table.decode("utf-8").splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    ids.append(str(row["id"]))
+                    texts.append(str(row["text"]))
+                    metas.append(dict(row["meta"]))
             n_rows = int(bm25.scores["num_docs"])
             want_n = int(info["n_chunks"])
         except CorruptIndexError:

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from medcbm.engines import EngineConfig, import_ray, ray_session
+from medcbm.engines import EngineConfig, import_ray, quiet_ray_data, ray_dataset, ray_session
 from medcbm.errors import MedcbmError
 
 logger = logging.getLogger(__name__)
@@ -48,16 +48,12 @@ def embed_with_ray(texts: list[str], embedder_name: str, config: EngineConfig) -
     ray = import_ray()
     t0 = time.perf_counter()
     with ray_session(config):
-        for name in ("ray.data", "ray"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-        ray.data.DataContext.get_current().enable_progress_bars = False
+        quiet_ray_data(ray)
         batch = config.batch_size
         rows = [{"pos": i, "text": t} for i, t in enumerate(texts)]
         n_batches = -(-len(rows) // batch)
         actors = max(1, min(config.workers, n_batches))  # a small update does not start idle replicas
-        # enough blocks to keep every actor busy, none smaller than a batch
-        blocks = max(1, min(len(rows), max(2 * actors, n_batches)))
-        embedded = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+        embedded = ray_dataset(ray, rows, batch, actors).map_batches(
             _EmbedActor, batch_size=batch, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker or None,
             fn_constructor_kwargs={"name": embedder_name, "threads": int(config.cpus_per_worker),

@@ -32,7 +32,7 @@ import numpy as np
 from medcbm._io import sha256_text
 from medcbm.errors import ConfigError, DataError
 from medcbm.knowledge.locking import DEFAULT_TIMEOUT_S, write_lock
-from medcbm.knowledge.retrieval import MODES, SearchMixin, SidecarMixin, du, meta_to_passage  # noqa: F401 - re-exported
+from medcbm.knowledge.retrieval import SearchMixin, SidecarMixin, du
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,6 @@ DEFAULT_EMBEDDER = "minilm"
 _CORE_META = ("doc_id", "source", "title", "section", "license", "modality", "start", "end", "text_hash", "extra")
 _PAGE = 5000
 _SIZE_TTL_S = 5.0
-_du = du  # older name, kept for callers
 
 
 def one_line(exc: BaseException) -> str:

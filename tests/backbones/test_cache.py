@@ -75,7 +75,9 @@ def test_rerun_reuses_remembered_hashes_without_reading_files(tmp_path, ham_mani
     small = ham_manifest.subset(range(4))
     first = extract_features(small, cache_dir=tmp_path, progress=False)
     reads = []
-    monkeypatch.setattr(runners, "content_hash", lambda p: reads.append(p) or __import__("medcbm")._io.sha256_file(p))
+    from medcbm._io import sha256_file_or_none
+
+    monkeypatch.setattr(runners, "sha256_file_or_none", lambda p: reads.append(p) or sha256_file_or_none(p))
     again = extract_features(small, cache_dir=tmp_path, progress=False)
     assert reads == [] and again.stats["extracted"] == 0 and again.keys == first.keys
     # a copy with a new mtime is hashed again (by content it is still a cache hit)
