@@ -28,6 +28,7 @@ app.add_typer(bench_app, name="bench")
 # (keep this block sorted; one line per subpackage)
 from medcbm.audit.cli import register as register_audit  # noqa: E402
 from medcbm.backbones.cli import app as features_app  # noqa: E402
+from medcbm.backbones.finetune_cli import register as register_finetune  # noqa: E402
 from medcbm.benchmarks.cli import register_bench as register_model_bench  # noqa: E402
 from medcbm.concepts.cli import app as concepts_app  # noqa: E402
 from medcbm.data.cli import app as data_app  # noqa: E402
@@ -42,6 +43,7 @@ app.add_typer(features_app, name="features")
 app.add_typer(knowledge_app, name="knowledge")
 register_model_bench(bench_app)
 register_audit(app)
+register_finetune(app)
 register_model_commands(app)
 register_adapt_commands(app)
 register_knowledge_bench(bench_app)

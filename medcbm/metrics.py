@@ -114,3 +114,17 @@ def mean_std(values) -> dict:
     return {"mean": float(np.nanmean(v)) if len(v) else float("nan"),
             "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0,
             "per_seed": [float(x) for x in v]}
+
+
+def concept_aurocs(labels: np.ndarray, scores: np.ndarray, *, min_positives: int = 2) -> np.ndarray:
+    """AUROC of every concept column, ignoring NaN labels (not annotated).
+
+    NaN where a column has fewer than ``min_positives`` positives or negatives among its annotated rows.
+    """
+    out = np.full(labels.shape[1], np.nan)
+    for k in range(labels.shape[1]):
+        seen = ~np.isnan(labels[:, k])
+        y = labels[seen, k]
+        if (y == 1).sum() >= min_positives and (y == 0).sum() >= min_positives:
+            out[k] = roc_auc_score(y, scores[seen, k])
+    return out

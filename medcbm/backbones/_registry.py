@@ -22,6 +22,9 @@ class BackboneSpec(BaseModel):
         preprocess: input preprocessing (part of the cache key).
         num_features: output feature size when known in advance.
         pooling: ``global`` (final pooled features) or ``multilayer`` (every stage, pooled and concatenated).
+        weights_sha256: content hash of the weight file, when known: it replaces ``weights`` in the
+            fingerprint (a fine-tuned backbone's features are keyed by its weights, not by where they live)
+            and is checked when the weights load.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -32,11 +35,12 @@ class BackboneSpec(BaseModel):
     preprocess: PreprocessConfig = PreprocessConfig()
     num_features: int | None = None
     pooling: str = Field("global", pattern="^(global|multilayer)$")
+    weights_sha256: str | None = None
     description: str = ""
 
     def fingerprint(self) -> str:
         """Stable identity of weights + architecture + preprocessing (feature-cache key)."""
-        parts = [self.family, self.model, self.weights, self.preprocess.fingerprint()]
+        parts = [self.family, self.model, self.weights_sha256 or self.weights, self.preprocess.fingerprint()]
         if self.pooling != "global":  # keeps the fingerprints of existing caches unchanged
             parts.append(self.pooling)
         return sha256_text(*parts)[:16]
@@ -58,6 +62,7 @@ def register_prefix(prefix: str) -> Callable:
 def _builtin() -> None:
     """Register the shipped specs (an import, so it happens once; called lazily to keep start-up light)."""
     import medcbm.backbones.specs  # noqa: F401
+    import medcbm.backbones.finetuned  # noqa: F401 - the ``finetuned:`` prefix
 
 
 def list_backbones(pattern: str | None = None) -> list[str]:

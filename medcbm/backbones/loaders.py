@@ -163,6 +163,11 @@ def _create_timm(spec: BackboneSpec, allow_download: bool) -> FeatureExtractor:
                 "(--allow-download) or give a local file as timm:<arch>@/path/weights.safetensors"
             )
         model = timm.create_model(spec.model, pretrained=True)
+    elif w.startswith("finetuned:"):
+        from medcbm.backbones.finetuned import load_finetuned_weights
+
+        model = timm.create_model(spec.model, pretrained=False, num_classes=0)  # saved without a classifier
+        model.load_state_dict(load_finetuned_weights(spec), strict=True)
     else:
         model = timm.create_model(spec.model, pretrained=False)
         if w == "none":

@@ -1,4 +1,8 @@
-"""``medcbm bench concepts``: PH2 and Derm7pt concept-probe quality and the batched-vs-loop training speed."""
+"""``medcbm bench concepts``: PH2 and Derm7pt concept-probe quality and the batched-vs-loop training speed.
+
+Where the concepts are read (HAM10000, per acquisition site) lives in
+:mod:`medcbm.benchmarks.bench_concepts_sites`; :func:`run_concepts_benchmark` runs both for several backbones.
+"""
 
 from __future__ import annotations
 
@@ -110,7 +114,8 @@ def bench_concept_datasets(datasets: list[str], backbone: str, *, repeats: int =
     out = {"backbone": backbone, "preprocess": spec.preprocess.model_dump(), "datasets": {}}
     for name in datasets:
         if name not in VOCABULARIES:
-            raise ConfigError(f"no concept vocabulary for dataset '{name}'; choose from {sorted(VOCABULARIES)}")
+            raise ConfigError(f"no concept vocabulary for dataset '{name}'; choose from {sorted(VOCABULARIES)} "
+                              f"(or '{HAM_SITES}' for the per-site report)")
         mod, crit, pat = VOCABULARIES[name]
         vocab = importlib.import_module(mod)
         m = import_dataset(name, data_root)
@@ -123,5 +128,41 @@ def bench_concept_datasets(datasets: list[str], backbone: str, *, repeats: int =
         probes = ConceptProbes(min_auc=0.0).fit(X, m.frame[[CONCEPT_PREFIX + k for k in patterns]].to_numpy(float), patterns)
         res["patterns_cv_auc"] = probes.cv_auc_
         res["patterns_mean_cv_auc"] = float(np.mean(list(probes.cv_auc_.values())))
+        # a fine-tuned backbone may have seen these images: its held-out scores come with the fine-tuning run
+        res["scored_on"] = f"{len(m)} {name} images, 5-fold cross-validation over every annotated image"
         out["datasets"][name] = res
+    return out
+
+
+#: the dataset name that selects the per-site HAM10000 report in :func:`run_concepts_benchmark`
+HAM_SITES = "ham10000"
+
+
+def run_concepts_benchmark(datasets: list[str], backbones: list[str], *, repeats: int = 3, data_root=None,
+                           cache_dir=None, ham: dict | None = None) -> dict:
+    """Probe quality on the annotated ``datasets`` and, if ``ham10000`` is among them, the per-site HAM report.
+
+    Args:
+        datasets: any of ``ph2``, ``derm7pt`` (CV probe quality) and ``ham10000`` (where the concepts are read).
+        backbones: registered backbone names (e.g. the frozen default and a fine-tuned one), reported side by side.
+        ham: keyword arguments of :func:`~medcbm.benchmarks.bench_concepts_sites.bench_ham_sites`.
+
+    Returns:
+        ``{"backbones", "probe_quality": {backbone: ...}, "ham_sites": ...}`` (the last two when requested).
+    """
+    from medcbm.errors import ConfigError
+
+    backbones = list(dict.fromkeys(backbones))  # a repeated name would overwrite its own column
+    annotated = [d for d in datasets if d != HAM_SITES]
+    unknown = sorted(set(annotated) - set(VOCABULARIES))
+    if unknown:  # before any fit: a typo should not cost the PH2 timing runs first
+        raise ConfigError(f"unknown dataset(s) {unknown}; choose from {sorted(VOCABULARIES) + [HAM_SITES]}")
+    out: dict = {"backbones": list(backbones)}
+    if annotated:
+        out["probe_quality"] = {b: bench_concept_datasets(annotated, b, repeats=repeats, data_root=data_root,
+                                                          cache_dir=cache_dir) for b in backbones}
+    if HAM_SITES in datasets:
+        from medcbm.benchmarks.bench_concepts_sites import bench_ham_sites
+
+        out["ham_sites"] = bench_ham_sites(list(backbones), data_root=data_root, cache_dir=cache_dir, **(ham or {}))
     return out

@@ -96,24 +96,42 @@ def register_bench(bench_app: typer.Typer) -> None:
     @engine_options
     def bench_concepts_cmd(
         json_path: Path = typer.Option(Path("runs/bench/concepts.json"), "--json"),
-        backbone: str = typer.Option("efficientnet_lite0_lesion_cc", "--backbone",
-                                     help="concept-grounding backbone (default: the dermoscopy CBM's)"),
-        datasets: Optional[List[str]] = typer.Option(None, "--dataset", help="ph2 and/or derm7pt (default: both)"),
+        backbones: Optional[List[str]] = typer.Option(None, "--backbone", help="concept-grounding backbone, repeatable "
+                                                      "(e.g. frozen and fine-tuned, side by side; default: the "
+                                                      "dermoscopy CBM's efficientnet_lite0_lesion_cc)"),
+        datasets: Optional[List[str]] = typer.Option(None, "--dataset", help="ph2, derm7pt (CV probe quality) and/or "
+                                                     "ham10000 (per-site, where read); default: all three"),
         repeats: int = typer.Option(3, "--repeats", help="timing repeats of both fits (medians reported)"),
+        ham_protocol: str = typer.Option("ham10000-site-confounded", "--ham-protocol",
+                                         help="HAM10000 images scored: every image of this protocol's seeds"),
+        ham_seeds: int = typer.Option(5, "--ham-seeds", help="the protocol's first N seeds"),
+        ham_limit: Optional[int] = typer.Option(None, "--ham-limit", help="a seeded site x dx stratified sample of "
+                                                "about this many of those images (default: all)"),
+        recipe: str = typer.Option("cbm", "--recipe", help="method recipe whose annotation sources give the probes"),
+        n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples of the per-site AUROC intervals"),
+        seed: int = typer.Option(0, "--seed", help="bootstrap, sample and cross-validation seed"),
         data_root: Optional[Path] = typer.Option(None, "--data-root"),
         cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
     ) -> None:
-        """Concept probes on PH2 and Derm7pt: CV AUROC per concept, batched torch head vs a per-concept scikit-learn loop."""
+        """Concept probes: CV AUROC on PH2 and Derm7pt (batched vs scikit-learn loop), and on HAM10000 per site:
+        pattern-concept AUROC against the diagnoses and the site's predictability within a class."""
         from medcbm._io import atomic_write_json
-        from medcbm.benchmarks.bench_concepts import bench_concept_datasets
+        from medcbm.benchmarks.bench_concepts import run_concepts_benchmark
+        from medcbm.benchmarks.bench_concepts_sites import markdown_table
 
-        res = bench_concept_datasets(datasets or ["ph2", "derm7pt"], backbone, repeats=repeats, data_root=data_root,
-                                     cache_dir=cache_dir)
+        ham = {"protocol": ham_protocol, "seeds": ham_seeds, "limit": ham_limit, "recipe": recipe, "n_boot": n_boot,
+               "seed": seed}
+        res = run_concepts_benchmark(datasets or ["ph2", "derm7pt", "ham10000"],
+                                     backbones or ["efficientnet_lite0_lesion_cc"], repeats=repeats,
+                                     data_root=data_root, cache_dir=cache_dir, ham=ham)
         atomic_write_json(json_path, res)
-        for name, r in res["datasets"].items():
-            console.print(f"{name}: {r['n_concepts']} criteria, mean CV AUROC {r['mean_cv_auc']:.3f}"
-                          + (f"; patterns {r['patterns_mean_cv_auc']:.3f}" if r.get("patterns_mean_cv_auc") else "")
-                          + f"; batched {r['batched_fit_s']} s vs loop {r['sklearn_loop_fit_s']} s ({r['speedup']}x)")
+        for backbone, q in res.get("probe_quality", {}).items():
+            for name, r in q["datasets"].items():
+                console.print(f"{backbone} {name}: {r['n_concepts']} criteria, mean CV AUROC {r['mean_cv_auc']:.3f}"
+                              + (f"; patterns {r['patterns_mean_cv_auc']:.3f}" if r.get("patterns_mean_cv_auc") else "")
+                              + f"; batched {r['batched_fit_s']} s vs loop {r['sklearn_loop_fit_s']} s ({r['speedup']}x)")
+        if "ham_sites" in res:
+            console.print(markdown_table(res["ham_sites"]), soft_wrap=True)
         console.print(f"wrote {json_path}")
 
     @bench_app.command("features")

@@ -27,13 +27,12 @@ from medcbm.bottleneck.probe_cache import load_probes, probe_key, save_probes
 from medcbm.concepts.grounding.base import ConceptGrounder
 from medcbm.concepts.grounding.compose import ConceptUnion, ProjectedGrounder
 from medcbm.concepts.grounding.probes import ConceptProbes
+from medcbm.data.concept_labels import CONCEPT_PREFIX, annotated_concepts, concept_matrix, union_names
 from medcbm.data.manifest import Manifest
 from medcbm.data.samples import LabelledSplit
 from medcbm.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
-
-CONCEPT_PREFIX = "concept_"
 
 
 @dataclass
@@ -76,7 +75,7 @@ def load_annotation_dataset(source: AnnotationSource, ctx: GroundingContext) -> 
         if not keep.any():
             raise ConfigError(f"{where}: no row has {source.split_column} in {source.split_values}")
         m = m.subset(np.flatnonzero(keep))
-    have = [c[len(CONCEPT_PREFIX):] for c in m.frame.columns if c.startswith(CONCEPT_PREFIX)]
+    have = annotated_concepts(m)
     names = list(source.concepts) if source.concepts is not None else have
     unknown = [n for n in names if n not in have]
     if unknown or not names:
@@ -97,23 +96,35 @@ def load_annotation_dataset(source: AnnotationSource, ctx: GroundingContext) -> 
     return m, names
 
 
+def _unseen_by_backbone(m: Manifest, backbone: str) -> Manifest:
+    """``m`` without the images a fine-tuned backbone was trained on.
+
+    Its features of those images are fitted to their labels: probes trained on them would learn a separation
+    the backbone does not show on new images (and their CV AUROC would be inflated).
+    """
+    from medcbm._io import sha256_file
+    from medcbm.backbones.finetuned import trained_image_hashes
+
+    seen = trained_image_hashes(backbone)
+    if not seen:
+        return m
+    keep = [i for i, p in enumerate(m.image_paths()) if sha256_file(p)[:16] not in seen]
+    logger.info("%s: %d of %d images were used to fine-tune %s; probes are fitted on the other %d", m.source,
+                len(m) - len(keep), len(m), backbone, len(keep))
+    return m.subset(keep)
+
+
 def annotation_probes(sources: list[AnnotationSource], cfg: CBMConfig, ctx: GroundingContext) -> ConceptProbes:
     """One probe layer over every annotation source (pooled images; NaN where a dataset lacks a concept)."""
     g = cfg.grounding
     key = ("annotation_probes", tuple(s.model_dump_json() for s in sources), g.backbone, g.min_auc, g.drop_weak, g.seed)
     if key in ctx.memo:
         return ctx.memo[key]
-    Xs, Cs, names = [], [], []
     loaded = [load_annotation_dataset(s, ctx) for s in sources]
-    for _, n in loaded:
-        names += [x for x in n if x not in names]
-    for m, n in loaded:
-        Xs.append(features_for(m, g.backbone, ctx))
-        C = np.full((len(m), len(names)), np.nan)
-        for x in n:
-            C[:, names.index(x)] = pd.to_numeric(m.frame[CONCEPT_PREFIX + x]).to_numpy(float)
-        Cs.append(C)
-    X, C = np.concatenate(Xs), np.concatenate(Cs)
+    names = union_names([n for _, n in loaded])
+    loaded = [(_unseen_by_backbone(m, g.backbone), n) for m, n in loaded]
+    X = np.concatenate([features_for(m, g.backbone, ctx) for m, _ in loaded])
+    C = np.concatenate([concept_matrix(m, names, only=n) for m, n in loaded])
     disk_key = probe_key(repr(key), X, C, names)
     probes = load_probes(ctx.cache_dir, disk_key)
     if probes is None:
