@@ -54,8 +54,8 @@ class ConceptEdit:
 
 
 def standardise(model: KnowledgeCBM, P: np.ndarray) -> np.ndarray:
-    """Concept probabilities in the base model's standardised space."""
-    return (np.asarray(P, np.float32) - model.p_mean_) / model.p_scale_
+    """Concept probabilities in the base model's input space (clipped to its training range, standardised)."""
+    return model.concept_inputs(np.asarray(P, np.float32)).astype(np.float32)
 
 
 class AdaptedCBM(ConceptClassifierMixin):

@@ -25,6 +25,28 @@ def _metric_rows(report: AuditReport) -> list[dict]:
     return rows
 
 
+def head_training(info: dict) -> str:
+    """One sentence on how the linear layer was fitted (solver, length, chosen strength, weight spread)."""
+    if not info:
+        return "not recorded"
+    solver = info.get("solver", "adam")  # artifacts from before the solver key were trained by Adam
+    if solver == "path":
+        chosen = info.get("chosen", {})
+        pen = info.get("path_penalty", "l2")
+        how = (f"regularisation path over {len(info.get('path', []))} {pen.upper()} strengths fitted to convergence "
+               f"({info.get('path_iterations', '?')} L-BFGS-B iterations), {pen.upper()} = {chosen.get(pen)} chosen by "
+               f"the {str(info.get('select', '?')).replace('_', '-')} validation loss")
+    elif solver == "prior_vote":
+        how = "no training (prior vote)"
+    else:
+        how = f"Adam, early-stopped after {info.get('epochs', '?')} epoch(s)"
+    spread = info.get("weight_spread")
+    if spread:
+        how += (f"; weights max |w| {spread['max_abs']}, mean |w| {spread['mean_abs']}, "
+                f"{spread['fraction_zero']:.0%} zero")
+    return how
+
+
 def model_card(report: AuditReport) -> str:
     """Markdown with YAML front matter (``library_name``, ``tags``, ``model-index`` metrics)."""
     m = report.model
@@ -51,6 +73,7 @@ def model_card(report: AuditReport) -> str:
         f"- **Backbone:** `{m.backbone}`; weights sha256 `{m.weights_sha256}`.",
         f"- **Prior:** {m.prior_source if m.prior_source else 'none'}.",
         f"- **Site adjustment:** {'yes, ' + str(m.n_site_groups) + ' site group(s)' if m.site_adjusted else 'no'}.",
+        f"- **Head training:** {head_training(m.head_training)}.",
         "",
         "## Intended use", "",
         "Research use: decision support whose every prediction is explained by clinical concepts a reader can "

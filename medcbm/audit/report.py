@@ -115,7 +115,8 @@ def _model_summary(model, meta: dict) -> ModelSummary:
                         concepts_without_bank_entry=[k for k in model.concept_names_ if not links.get(k)],
                         backbone=meta["backbone"]["name"], weights_sha256=meta.get("weights_sha256", ""),
                         prior_source=recipe.get("prior_source"), site_adjusted=offsets is not None,
-                        n_site_groups=len(offsets.groups) if offsets is not None else 0, training_metrics=metrics)
+                        n_site_groups=len(offsets.groups) if offsets is not None else 0, training_metrics=metrics,
+                        head_training=meta.get("fit_info") or {})
 
 
 def _adaptations(model_dir, meta: dict, *, raw_sites: bool) -> list[AdaptationSummary]:

@@ -37,6 +37,7 @@ class ModelSummary(_M):
     site_adjusted: bool
     n_site_groups: int
     training_metrics: dict
+    head_training: dict = {}  # the artifact's fit_info: solver, iterations/epochs, chosen strength, weight spread
 
 
 class ImageIssue(_M):

@@ -162,6 +162,8 @@ def run_shift_benchmark(
                 rec[split] = split_metrics(y[split], out.proba[split], n_boot=n_boot, seed=seed)
                 rec[split]["subgroups"] = subgroup_metrics(y[split], out.proba[split], frames[split])
             rec["info"] = out.info
+            if out.concepts is not None and hasattr(out.model, "intervene_concepts"):
+                rec["interventions"] = intervention_checks(out, y)
             rec["seconds"] = round(time.perf_counter() - ts, 3)
             per_seed[name].append(rec)
             predictions.append(prediction_rows(out, frames, proto.classes, seed=seed, method=name))
@@ -197,12 +199,29 @@ def run_shift_benchmark(
     return results
 
 
+def intervention_checks(out: MethodOutput, y: dict[str, np.ndarray]) -> dict:
+    """Per test split, whether setting each concept present moves P(positive class) the prior's way on every image,
+    and the largest fraction of one class's predictions a single concept set to 0 or 1 flips (and which)."""
+    from medcbm.benchmarks.bench_interventions import single_concept_effects
+
+    res = {}
+    for split in TEST_SPLITS:
+        eff = single_concept_effects(out.model, out.concepts[split], y[split])
+        worst = max(eff["concepts"], key=lambda k: eff["concepts"][k]["max_flip"])
+        res[split] = {"min_prior_way": eff["min_prior_way"], "max_flip": eff["max_flip"], "max_flip_concept": worst}
+    return res
+
+
 def aggregate(recs: list[dict]) -> dict:
     """Mean ± std over seeds of the headline and secondary metrics."""
     agg = {k: mean_std([r[k] for r in recs]) for k in HEADLINE}
     for split in ("test_id", "test_ood"):
         for k in ("balanced_acc", "auroc", "ece"):
             agg[f"{split}_{k}"] = mean_std([r[split][k] for r in recs])
+    if all("interventions" in r for r in recs):  # the worst seed: the checks must hold on every one
+        ways = [r["interventions"][s]["min_prior_way"] for r in recs for s in TEST_SPLITS]
+        agg["interventions"] = {"min_prior_way": None if None in ways else min(ways),
+                                "max_flip": max(r["interventions"][s]["max_flip"] for r in recs for s in TEST_SPLITS)}
     return agg
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -17,10 +18,13 @@ from medcbm.backbones._registry import BackboneSpec
 from medcbm.bottleneck.domain import TENSOR as DOMAIN_TENSOR
 from medcbm.bottleneck.domain import DomainSummary, FeatureDomain
 from medcbm.bottleneck.estimator import KnowledgeCBM
+from medcbm.bottleneck.estimator_math import InputMap
 from medcbm.bottleneck.nuisance import ConceptOffsets
 from medcbm.bottleneck.trainer import BottleneckConfig
 from medcbm.concepts.grounding.base import grounder_from_state
 from medcbm.errors import ConfigError, DataError, MedcbmError
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "medcbm.cbm/1"
 
@@ -35,6 +39,9 @@ def save_cbm(model: KnowledgeCBM, out_dir: str | os.PathLike, *, backbone: Backb
     g_tensors, g_meta = model.grounder.get_state()
     tensors = {"bottleneck.W": model.W_, "bottleneck.b": model.b_, "bottleneck.p_mean": model.p_mean_,
                "bottleneck.p_scale": model.p_scale_}
+    inputs = model.input_map_
+    if inputs.bounded:  # a model loaded from an artifact saved before the range existed stays unbounded
+        tensors.update({"bottleneck.p_lo": inputs.lo, "bottleneck.p_hi": inputs.hi})
     if model.prior_ is not None:
         tensors["bottleneck.prior"] = model.prior_
     if getattr(model, "class_means_", None) is not None:
@@ -144,7 +151,8 @@ def _load_tensors(model_dir: Path, meta: dict) -> dict[str, np.ndarray]:
     n_cls, n_con = len(meta["classes"]), len(meta["concepts"])
     n_groups = len(meta.get("offset_groups") or [])
     shapes = {"bottleneck.W": (n_cls, n_con), "bottleneck.b": (n_cls,), "bottleneck.p_mean": (n_con,),
-              "bottleneck.p_scale": (n_con,), "bottleneck.prior": (n_cls, n_con),
+              "bottleneck.p_scale": (n_con,), "bottleneck.p_lo": (n_con,), "bottleneck.p_hi": (n_con,),
+              "bottleneck.prior": (n_cls, n_con),
               "bottleneck.class_means": (n_cls, n_con), "bottleneck.offsets": (n_groups, n_con)}
     if meta.get("feature_domain"):
         shapes[DOMAIN_TENSOR] = (meta["feature_domain"]["dim"],)
@@ -153,6 +161,8 @@ def _load_tensors(model_dir: Path, meta: dict) -> dict[str, np.ndarray]:
             raise DataError(f"{path}: tensor '{key}' has shape {t[key].shape}, model.json implies {shape}")
         if key not in t and key in ("bottleneck.W", "bottleneck.b", "bottleneck.p_mean", "bottleneck.p_scale"):
             raise DataError(f"{path}: tensor '{key}' is missing")
+    if ("bottleneck.p_lo" in t) != ("bottleneck.p_hi" in t):
+        raise DataError(f"{path}: the concept input range needs both 'bottleneck.p_lo' and 'bottleneck.p_hi'")
     bad = [k for k, v in t.items() if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()]
     if bad:
         raise DataError(f"{path}: non-finite values in {bad[:3]}; the model cannot be used (retrain it)")
@@ -190,8 +200,10 @@ def load_cbm(model_dir: str | os.PathLike, *, expect_backbone: BackboneSpec | No
         raise ConfigError(f"{d}/model.json: the grounder gives {len(grounder.concept_names_)} concepts, 'concepts' "
                           f"lists {len(meta['concepts'])}")
     adjusted = meta.get("offset_groups") is not None
-    model = KnowledgeCBM(grounder, classes=meta["classes"], config=BottleneckConfig(**meta["config"]),
-                         concepts=meta["concepts"], nuisance_adjust=adjusted)
+    # a config saved before the solver key was trained by early-stopped Adam: say so, not today's default
+    config = BottleneckConfig(**{"solver": "adam", **meta["config"]})
+    model = KnowledgeCBM(grounder, classes=meta["classes"], config=config, concepts=meta["concepts"],
+                         nuisance_adjust=adjusted)
     model.concept_names_, model.config_ = meta["concepts"], model.config
     model.recipe_ = meta.get("recipe", {})
     model.backbone_ = meta["backbone"]["name"]
@@ -199,7 +211,13 @@ def load_cbm(model_dir: str | os.PathLike, *, expect_backbone: BackboneSpec | No
     model.class_means_ = t.get("bottleneck.class_means")
     model.prior_ = t.get("bottleneck.prior")
     model.W_, model.b_ = t["bottleneck.W"], t["bottleneck.b"]
-    model.p_mean_, model.p_scale_ = t["bottleneck.p_mean"], t["bottleneck.p_scale"]
+    if "bottleneck.p_lo" in t:
+        model.set_input_map(InputMap(t["bottleneck.p_lo"], t["bottleneck.p_hi"], t["bottleneck.p_mean"],
+                                     t["bottleneck.p_scale"]))
+    else:
+        logger.warning("model in %s was saved without a concept input range (medcbm %s): its interventions are "
+                       "unbounded; retrain it for bounded ones", d, meta.get("medcbm_version"))
+        model.set_input_map(InputMap.unbounded(t["bottleneck.p_mean"], t["bottleneck.p_scale"]))
     model.fit_info_ = meta["fit_info"]
     model.offsets_ = ConceptOffsets(meta["offset_groups"], t["bottleneck.offsets"]) if adjusted else None
     model.feature_domain_ = FeatureDomain.from_state(t, meta.get("feature_domain"), str(d))

@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from medcbm.bottleneck.domain import FeatureDomain
+from medcbm.bottleneck.estimator_math import InputMap, softmax
 from medcbm.bottleneck.nuisance import ConceptOffsets
 from medcbm.bottleneck.trainer import BottleneckConfig, FittedBottleneck, fit_bottleneck
 from medcbm.concepts.grounding.base import ConceptGrounder, check_features
@@ -46,10 +47,7 @@ def prior_matrix(prior: Mapping[str, Mapping[str, float]] | np.ndarray | None, c
     return M
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+__all__ = ["ConceptClassifierMixin", "KnowledgeCBM", "prior_matrix", "softmax"]  # softmax: re-exported
 
 
 class ConceptClassifierMixin:
@@ -86,7 +84,11 @@ class ConceptClassifierMixin:
         return {names.index(k): float(v) for k, v in values.items()}
 
     def intervene_concepts(self, P: np.ndarray, values: Mapping[str, float]) -> np.ndarray:
-        """Class probabilities after setting the named concepts of every row of ``P (n, K)`` to ``values``."""
+        """Class probabilities after setting the named concepts of every row of ``P (n, K)`` to ``values``.
+
+        The head reads a set value clipped to the concept's training range (see ``KnowledgeCBM``): 1 means "as
+        present as any training image", not an extrapolation beyond them.
+        """
         idx = self.check_intervention(values)
         P = np.array(P, dtype=np.float64, copy=True)
         for j, v in idx.items():
@@ -117,7 +119,9 @@ class KnowledgeCBM(ConceptClassifierMixin, BaseEstimator):
     switched on for extreme imbalance shows here), ``offsets_`` (:class:`ConceptOffsets` or ``None``),
     ``class_means_`` ``(C, K)`` (mean training activation per class, used by :mod:`medcbm.adapt`),
     ``feature_domain_`` (:class:`~medcbm.bottleneck.domain.FeatureDomain` of the training and validation features,
-    ``None`` for a model saved before it existed).
+    ``None`` for a model saved before it existed), ``p_lo_``/``p_hi_`` (the training activations' range: the head
+    reads every activation clipped to it, so an intervention to 0 or 1 never leaves what it was trained on) and
+    ``p_mean_``/``p_scale_`` (the standardisation after the clip); ``input_map_`` puts the four together.
     """
 
     def __init__(self, grounder: ConceptGrounder, *, classes: list[str], prior=None,
@@ -182,19 +186,34 @@ class KnowledgeCBM(ConceptClassifierMixin, BaseEstimator):
         self.class_means_ = np.stack([P[y == c].mean(0) if (y == c).any() else P.mean(0)
                                       for c in range(len(self.classes))]).astype(np.float32)
         fb = fit_bottleneck(P, y, Pv, y_val, n_classes=len(self.classes), prior=self.prior_, cfg=self.config_,
-                            sample_weight=sample_weight, val_weight=val_weight)
+                            sample_weight=sample_weight, val_weight=val_weight, val_groups=val_groups)
         self._set_fitted(fb)
         return self
 
     def _set_fitted(self, fb: FittedBottleneck) -> None:
         self.W_, self.b_ = fb.W, fb.b
-        self.p_mean_, self.p_scale_ = fb.mean, fb.scale
-        self.fit_info_ = {"epochs": fb.epochs, "val_loss": fb.val_loss}
+        self.set_input_map(fb.inputs)
+        self.fit_info_ = fb.info
+
+    def set_input_map(self, inputs: InputMap) -> None:
+        """Store the input map as ``p_lo_``, ``p_hi_`` (training range) and ``p_mean_``, ``p_scale_``."""
+        self.p_lo_, self.p_hi_, self.p_mean_, self.p_scale_ = inputs.lo, inputs.hi, inputs.mean, inputs.scale
+
+    @property
+    def input_map_(self) -> InputMap:
+        """How concept activations become the head's inputs (unbounded for a model saved without a range)."""
+        lo = getattr(self, "p_lo_", None)
+        if lo is None:
+            return InputMap.unbounded(self.p_mean_, self.p_scale_)
+        return InputMap(lo, self.p_hi_, self.p_mean_, self.p_scale_)
+
+    def concept_inputs(self, P: np.ndarray) -> np.ndarray:
+        """The head's inputs ``z (n, K)``: activations clipped to their training range, then standardised."""
+        return self.input_map_(np.asarray(P, np.float64))
 
     def decision_function_from_concepts(self, P: np.ndarray) -> np.ndarray:
-        return ((P - self.p_mean_) / self.p_scale_) @ self.W_.T + self.b_
+        return self.concept_inputs(P) @ self.W_.T + self.b_
 
     def contributions_from_concepts(self, P: np.ndarray) -> np.ndarray:
         """Per-sample, per-class, per-concept contribution to the logit: ``(n, C, K)`` (sums to logit - bias)."""
-        Z = (P - self.p_mean_) / self.p_scale_
-        return Z[:, None, :] * self.W_[None, :, :]
+        return self.concept_inputs(P)[:, None, :] * self.W_[None, :, :]
