@@ -32,6 +32,10 @@ class ToyCBM:
     def predict_concepts(self, X, groups=None):
         return np.asarray(X, np.float32)
 
+    def concept_inputs(self, P):
+        # The toy head has no clipping range: inputs are plain standardised probabilities.
+        return (np.asarray(P, np.float32) - self.p_mean_) / self.p_scale_
+
 
 def new_site(n_per_class: int, seed: int):
     """Target images: the artefact concept fires on benign images, real evidence a little weaker."""
