@@ -63,6 +63,7 @@ def _builtin() -> None:
     """Register the shipped specs (an import, so it happens once; called lazily to keep start-up light)."""
     import medcbm.backbones.specs  # noqa: F401
     import medcbm.backbones.finetuned  # noqa: F401 - the ``finetuned:`` prefix
+    import medcbm.backbones.ensemble  # noqa: F401 - the ``ensemble:`` prefix
 
 
 def list_backbones(pattern: str | None = None) -> list[str]:

@@ -85,10 +85,29 @@ def extract_features(
         :class:`Features` aligned with the rows that loaded.
     """
     spec = get_backbone_spec(backbone) if isinstance(backbone, str) else backbone
+    if spec.family == "ensemble" and model is None:
+        return _extract_ensemble(manifest, spec, cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers,
+                                 skips=skips, optimize=optimize, progress=progress, shard_size=shard_size, engine=engine)
     runner = create_runner(engine or current_engine(), num_workers=num_workers, optimize=optimize, model=model)
     with runner:
         return _extract(manifest, spec, runner, cache_dir=cache_dir, batch_size=batch_size, skips=skips,
                         progress=progress, shard_size=shard_size)
+
+
+def _extract_ensemble(manifest: Manifest, spec: BackboneSpec, *, skips: SkipLog | None, **kw) -> Features:
+    """An ensemble's features from its members' own caches, concatenated: a member's features are computed
+    once whether it is read alone or in an ensemble."""
+    from medcbm.backbones.ensemble import member_specs
+
+    # every member decodes the same files the same way, so they skip the same rows: record skips once
+    parts = [extract_features(manifest, m, skips=skips if i == 0 else (None if skips is None else SkipLog()), **kw)
+             for i, m in enumerate(member_specs(spec))]
+    if any(p.keys != parts[0].keys for p in parts[1:]):
+        raise DataError(f"members of {spec.name} loaded different images; run each member on its own to see which "
+                        "file fails", path=manifest.source)
+    stats = {"n": parts[0].stats["n"], "members": {p.spec.name: p.stats for p in parts}}
+    return Features(X=np.concatenate([p.X for p in parts], 1), manifest=parts[0].manifest, spec=spec, stats=stats,
+                    keys=parts[0].keys)
 
 
 def _extract(manifest: Manifest, spec: BackboneSpec, runner: ExtractionRunner, *, cache_dir: str | os.PathLike | None,

@@ -95,11 +95,14 @@ def save_finetuned(out: str | os.PathLike, *, state_dict: dict[str, torch.Tensor
 
 
 def trained_image_hashes(backbone: str) -> set[str]:
-    """Content hashes of the images a ``finetuned:`` backbone trained on (empty for any other backbone)."""
-    spec = get_backbone_spec(backbone)
-    if not spec.weights.startswith("finetuned:"):
-        return set()
-    return set(read_record(spec.weights.partition(":")[2]).get("trained_image_sha256", []))
+    """Content hashes of the images a ``finetuned:`` backbone (or any member of an ensemble) trained on."""
+    from medcbm.backbones.ensemble import member_specs
+
+    seen: set[str] = set()
+    for spec in member_specs(get_backbone_spec(backbone)):
+        if spec.weights.startswith("finetuned:"):
+            seen.update(read_record(spec.weights.partition(":")[2]).get("trained_image_sha256", []))
+    return seen
 
 
 def create_finetuned_backbone(*, datasets: tuple[str, ...] = ("ph2", "derm7pt"), manifests: tuple[str, ...] = (),

@@ -97,6 +97,18 @@ class HFVisionFeatureExtractor(FeatureExtractor):
         return pooled if pooled is not None else out.last_hidden_state.mean(1)
 
 
+class EnsembleFeatureExtractor(FeatureExtractor):
+    """Members run on the same input; their pooled features are concatenated (``ensemble:a+b``)."""
+
+    def __init__(self, members: list[FeatureExtractor], spec: BackboneSpec):
+        super().__init__()
+        self.members, self.spec = nn.ModuleList(members), spec
+        self.num_features = sum(int(m.num_features) for m in members)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m(x) for m in self.members], 1)
+
+
 def map_state_dict_by_position(src: dict[str, torch.Tensor], model: nn.Module, *, source: str) -> dict[str, torch.Tensor]:
     """Rename ``src`` onto ``model``'s keys by position, checking every shape.
 
@@ -210,7 +222,13 @@ def _create_hf(spec: BackboneSpec, allow_download: bool) -> FeatureExtractor:
     return HFVisionFeatureExtractor(model.eval(), spec)
 
 
-_FAMILIES = {"timm": _create_timm, "open_clip": _create_open_clip, "hf": _create_hf}
+def _create_ensemble(spec: BackboneSpec, allow_download: bool) -> FeatureExtractor:
+    from medcbm.backbones.ensemble import member_specs
+
+    return EnsembleFeatureExtractor([create_backbone(m, allow_download=allow_download) for m in member_specs(spec)], spec)
+
+
+_FAMILIES = {"timm": _create_timm, "open_clip": _create_open_clip, "hf": _create_hf, "ensemble": _create_ensemble}
 
 
 def create_backbone(name_or_spec: str | BackboneSpec, *, allow_download: bool = False) -> FeatureExtractor:
