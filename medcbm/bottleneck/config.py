@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medcbm.bottleneck.trainer import BottleneckConfig
 
@@ -81,6 +81,33 @@ class VLMSource(BaseModel):
 Source = Annotated[Union[AnnotationSource, ReportSource, VLMSource], Field(discriminator="kind")]
 
 
+class FinetuneStep(BaseModel):
+    """Fine-tune the grounding backbone on the annotation sources' concept labels before fitting probes.
+
+    The fine-tuned backbone is a cached artifact (``medcbm finetune``), named by the content of its inputs:
+    the first fit trains it, later fits reuse it.
+
+    Attributes:
+        combine: ``ensemble`` (probes read the frozen and the fine-tuned features, concatenated) or
+            ``replace`` (the fine-tuned features alone).
+        config: :class:`~medcbm.backbones.concept_finetune.FinetuneConfig` fields (``epochs``,
+            ``train_from_block``, ``views``, ...); ``base`` is the grounding backbone.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    combine: Literal["ensemble", "replace"] = "ensemble"
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid_config(self) -> "FinetuneStep":
+        from medcbm.backbones.concept_finetune import FinetuneConfig
+
+        if "base" in self.config:
+            raise ValueError("config.base: the fine-tuning base is grounding.backbone; set that instead")
+        FinetuneConfig.model_validate(self.config)  # a bad key or value fails here, by name
+        return self
+
+
 class GroundingConfig(BaseModel):
     """How image features become concept probabilities.
 
@@ -92,6 +119,7 @@ class GroundingConfig(BaseModel):
         min_auc, drop_weak: probes below this cross-validated AUROC are flagged, and dropped if ``drop_weak``.
         concepts: keep only these concepts in the bottleneck (default: every kept probe).
         seed: the probes' cross-validation folds.
+        finetune: fine-tune ``backbone`` on the annotation sources' concept labels first (``None``: frozen).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -101,6 +129,7 @@ class GroundingConfig(BaseModel):
     drop_weak: bool = True
     concepts: list[str] | None = None
     seed: int = 0
+    finetune: FinetuneStep | None = None
 
 
 class CBMConfig(BaseModel):

@@ -114,16 +114,45 @@ def _unseen_by_backbone(m: Manifest, backbone: str) -> Manifest:
     return m.subset(keep)
 
 
+def concept_backbone(cfg: CBMConfig, ctx: GroundingContext) -> str:
+    """The backbone the probes read: ``grounding.backbone``, or the fine-tuned layer ``grounding.finetune`` asks
+    for (trained on the annotation sources' first use, then reused from the fine-tuned store).
+
+    Fine-tuning splits each dataset by its own rule (:mod:`medcbm.data.concept_splits`; Derm7pt: the official
+    split); the probes are then fitted on the images it did not train on.
+    """
+    g = cfg.grounding
+    if g.finetune is None:
+        return g.backbone
+    key = ("concept_backbone", g.model_dump_json())
+    if key not in ctx.memo:
+        from medcbm.backbones.concept_finetune import FinetuneConfig
+        from medcbm.backbones.finetuned import create_finetuned_backbone
+        from medcbm.data.importers import list_datasets
+
+        ann = [s.dataset for s in g.sources if isinstance(s, AnnotationSource)]
+        if not ann:
+            raise ConfigError("grounding.finetune: fine-tuning needs an annotation source (concept labels to train on)")
+        builtin = set(list_datasets())
+        name = create_finetuned_backbone(
+            datasets=tuple(d for d in ann if d in builtin), manifests=tuple(d for d in ann if d not in builtin),
+            config=FinetuneConfig(base=g.backbone, **g.finetune.config), data_root=ctx.data_root,
+            progress=ctx.progress)
+        ctx.memo[key] = name if g.finetune.combine == "replace" else f"ensemble:{g.backbone}+{name}"
+    return ctx.memo[key]
+
+
 def annotation_probes(sources: list[AnnotationSource], cfg: CBMConfig, ctx: GroundingContext) -> ConceptProbes:
     """One probe layer over every annotation source (pooled images; NaN where a dataset lacks a concept)."""
     g = cfg.grounding
-    key = ("annotation_probes", tuple(s.model_dump_json() for s in sources), g.backbone, g.min_auc, g.drop_weak, g.seed)
+    backbone = concept_backbone(cfg, ctx)
+    key = ("annotation_probes", tuple(s.model_dump_json() for s in sources), backbone, g.min_auc, g.drop_weak, g.seed)
     if key in ctx.memo:
         return ctx.memo[key]
     loaded = [load_annotation_dataset(s, ctx) for s in sources]
     names = union_names([n for _, n in loaded])
-    loaded = [(_unseen_by_backbone(m, g.backbone), n) for m, n in loaded]
-    X = np.concatenate([features_for(m, g.backbone, ctx) for m, _ in loaded])
+    loaded = [(_unseen_by_backbone(m, backbone), n) for m, n in loaded]
+    X = np.concatenate([features_for(m, backbone, ctx) for m, _ in loaded])
     C = np.concatenate([concept_matrix(m, names, only=n) for m, n in loaded])
     disk_key = probe_key(repr(key), X, C, names)
     probes = load_probes(ctx.cache_dir, disk_key)
@@ -131,7 +160,7 @@ def annotation_probes(sources: list[AnnotationSource], cfg: CBMConfig, ctx: Grou
         probes = ConceptProbes(min_auc=g.min_auc, drop_weak=g.drop_weak, seed=g.seed).fit(X, C, names)
         save_probes(ctx.cache_dir, disk_key, probes)
     probes.sources_ = {s.dataset: n for s, (_, n) in zip(sources, loaded)}
-    logger.info("annotation probes (%s on %s): kept %d/%d concepts, mean CV AUROC %.3f", g.backbone,
+    logger.info("annotation probes (%s on %s): kept %d/%d concepts, mean CV AUROC %.3f", backbone,
                 "+".join(s.dataset for s in sources), len(probes.concept_names_), len(names),
                 np.mean(list(probes.cv_auc_.values())))
     ctx.memo[key] = probes

@@ -12,8 +12,8 @@ from typing import Sequence
 from medcbm._io import sha256_file
 from medcbm.bottleneck.config import AnnotationSource, CBMConfig
 from medcbm.bottleneck.estimator import KnowledgeCBM
-from medcbm.bottleneck.grounders import (GroundingContext, bank_prefixes, build_grounder, load_recipe_bank,
-                                         split_features)
+from medcbm.bottleneck.grounders import (GroundingContext, bank_prefixes, build_grounder, concept_backbone,
+                                         load_recipe_bank, split_features)
 from medcbm.bottleneck.priors import bank_prior, grounded_targets, merge_prior_files, shipped_prior_file
 from medcbm.bottleneck.weights import balance_weights
 from medcbm.data.samples import LabelledSplit
@@ -110,7 +110,7 @@ def fit_cbm(cfg: CBMConfig, train: LabelledSplit, val: LabelledSplit, *, classes
         The fitted model; ``backbone_`` names its feature extractor and ``recipe_`` records what was built.
     """
     ctx = ctx or GroundingContext()
-    backbone = cfg.grounding.backbone
+    backbone = concept_backbone(cfg, ctx)
     X_train, X_val = split_features(train, backbone, ctx), split_features(val, backbone, ctx)
     grounder = build_grounder(cfg, train, X_train, ctx, seed)
     prior, prior_prov = resolve_prior(cfg, classes)

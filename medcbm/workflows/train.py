@@ -17,7 +17,7 @@ from medcbm.bottleneck.artifacts import backbone_from_meta, save_cbm
 from medcbm.bottleneck.domain import check_domain
 from medcbm.bottleneck.estimator import KnowledgeCBM
 from medcbm.bottleneck.metadata import label_indices, model_groups, warn_foreign_modality
-from medcbm.bottleneck.grounders import GroundingContext
+from medcbm.bottleneck.grounders import GroundingContext, concept_backbone
 from medcbm.bottleneck.recipe import fit_cbm
 from medcbm.data.manifest import Manifest
 from medcbm.data.samples import LabelledSplit
@@ -38,7 +38,8 @@ def train_cbm(cfg: TrainConfig, *, data_root=None, cache_dir: str | os.PathLike 
     """
     recipe = cfg.recipe()
     data = training_data(cfg.data, data_root=data_root)
-    spec = get_backbone_spec(recipe.grounding.backbone)
+    ctx = GroundingContext(data_root=data_root, cache_dir=cache_dir, progress=progress)
+    spec = get_backbone_spec(concept_backbone(recipe, ctx))  # fine-tuned first when the recipe asks for it
     frames = {s: m.absolute_frame() for s, m in data.manifests.items()}
     # one extraction for every split: the model set-up (trace, freeze) is paid once
     feats = extract_features(Manifest(pd.concat(frames.values(), ignore_index=True), source="training data"), spec,
@@ -47,7 +48,6 @@ def train_cbm(cfg: TrainConfig, *, data_root=None, cache_dir: str | os.PathLike 
     X = dict(zip(frames, np.split(feats.X, ends[:-1])))
     n_fit = len(frames["train"]) + len(frames["val"])  # the frames start with train, then val
     train, val = (LabelledSplit(X[s], data.y[s], frames[s], spec.name, data.groups[s]) for s in ("train", "val"))
-    ctx = GroundingContext(data_root=data_root, cache_dir=cache_dir, progress=progress)
     model = fit_cbm(recipe, train, val, classes=data.classes, ctx=ctx, seed=cfg.data.seed)
     metrics = {s: split_metrics(data.y[s], model.predict_proba(X[s], data.groups[s]), n_boot=200)
                for s in X if s != "train"}

@@ -94,3 +94,61 @@ def test_changed_weights_are_refused(tuned, tmp_path):
         create_backbone(spec)
     with pytest.raises(MissingWeightsError, match="medcbm finetune"):
         get_backbone_spec("finetuned:missing")
+
+
+def test_ensemble_concatenates_frozen_and_finetuned_features(tuned, data_root):
+    from medcbm.backbones import create_backbone, get_backbone_spec
+    from medcbm.bottleneck.grounders import _unseen_by_backbone
+    from medcbm.data.importers import import_dataset
+    from medcbm.errors import RegistryError
+
+    _, result = tuned
+    name = f"ensemble:{result.spec.name}+finetuned:tiny"
+    spec = get_backbone_spec(name)
+    members = [get_backbone_spec(result.spec.name), get_backbone_spec("finetuned:tiny")]
+    assert spec.fingerprint() not in {m.fingerprint() for m in members}
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        both = create_backbone(spec)(x)
+        parts = [create_backbone(m)(x) for m in members]
+    assert both.shape[1] == spec.num_features == sum(p.shape[1] for p in parts)
+    assert torch.allclose(both, torch.cat(parts, 1))
+    ph2 = _small(import_dataset("ph2", data_root), {TRAIN: 10, HELDOUT: 4})
+    assert len(_unseen_by_backbone(ph2, name)) == 4  # a member's training images stay out of probe fitting
+    with pytest.raises(RegistryError, match="preprocess images differently"):
+        get_backbone_spec("ensemble:efficientnet_lite0+finetuned:tiny")
+    with pytest.raises(RegistryError, match="two or more members"):
+        get_backbone_spec("ensemble:efficientnet_lite0")
+
+
+def test_recipe_finetune_step_trains_once_then_reuses(data_root, tmp_path, monkeypatch):
+    import medcbm.backbones.concept_finetune as cf
+    from medcbm.bottleneck.config import CBMConfig
+    from medcbm.bottleneck.grounders import GroundingContext, concept_backbone
+    from medcbm.data.importers import import_dataset
+    from medcbm.data.manifest import save_manifest
+    from medcbm.errors import ConfigError
+
+    monkeypatch.setenv("MEDCBM_FINETUNED_DIR", str(tmp_path / "store"))
+    sizes = {TRAIN: 8, SELECT: 3, HELDOUT: 3}
+    paths = [save_manifest(_small(import_dataset(d, data_root), sizes), tmp_path / f"{d}_small.csv")
+             for d in ("ph2", "derm7pt")]
+    recipe = {"grounding": {"sources": [{"kind": "annotations", "dataset": str(p)} for p in paths],
+                            "finetune": {"config": {"epochs": 1, "views": 1, "head_l2_grid": [1.0], "batch_size": 8,
+                                                    "min_positives": 2}}}}
+    cfg = CBMConfig.model_validate(recipe)
+    name = concept_backbone(cfg, GroundingContext(data_root=data_root))
+    assert name.startswith("ensemble:efficientnet_lite0_lesion_cc+finetuned:")
+
+    def no_training(*a, **k):
+        raise AssertionError("the cached fine-tuned backbone should have been reused")
+
+    monkeypatch.setattr(cf, "finetune_concepts", no_training)
+    assert concept_backbone(cfg, GroundingContext(data_root=data_root)) == name
+    with pytest.raises(ValueError, match="config.base"):
+        CBMConfig.model_validate({"grounding": {"finetune": {"config": {"base": "x"}}}})
+    with pytest.raises(ValueError, match="epochs"):
+        CBMConfig.model_validate({"grounding": {"finetune": {"config": {"epochs": "many"}}}})
+    bad = CBMConfig.model_validate({"grounding": {"sources": [{"kind": "vlm"}], "finetune": {}}})
+    with pytest.raises(ConfigError, match="annotation source"):
+        concept_backbone(bad, GroundingContext(data_root=data_root))
