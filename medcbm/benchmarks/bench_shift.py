@@ -179,7 +179,7 @@ def run_shift_benchmark(
         "methods": {m: aggregate(recs) for m, recs in per_seed.items()},
         "per_seed": per_seed,
         "features": feats.stats,
-        "skipped": [vars(s) for s in skips.items],
+        "skipped": skips.shareable_records(_data_root_or_none(data_root)),
         "seconds": round(time.perf_counter() - t0, 2),
     }
     results = json_safe(results)
@@ -241,3 +241,14 @@ def markdown_table(results: dict) -> str:
     for name, agg in results["methods"].items():
         lines.append(f"| {name} | " + " | ".join(_fmt(agg.get(k)) for _, k in cols) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _data_root_or_none(data_root) -> Path | None:
+    """The datasets' root when it can be found (skip paths are written relative to it)."""
+    from medcbm.data.paths import resolve_data_root
+    from medcbm.errors import DataError
+
+    try:
+        return resolve_data_root(data_root)
+    except DataError:
+        return None

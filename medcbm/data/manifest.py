@@ -58,6 +58,22 @@ class SkipLog:
     def write(self, path: str | os.PathLike) -> Path:
         return atomic_write_json(path, [vars(s) for s in self.items])
 
+    def shareable_records(self, root: str | os.PathLike | None) -> list[dict]:
+        """The skips with paths made relative to ``root`` (file name only when outside it), for artifacts
+        that leave this machine: a benchmark JSON names the file, never where this machine keeps it."""
+        base = Path(root).resolve() if root is not None else None
+        out = []
+        for s in self.items:
+            path = s.path
+            if path is not None:
+                p = Path(path)
+                try:
+                    path = p.resolve().relative_to(base).as_posix() if base is not None else p.name
+                except ValueError:
+                    path = p.name
+            out.append({"row": s.row, "path": path, "reason": s.reason})
+        return out
+
 
 def _mask_value(value: object) -> str | None:
     """A row's lesion-mask path, or ``None`` where the ``mask`` cell is empty (an image without a mask)."""

@@ -95,3 +95,16 @@ def test_csv_outputs_escape_formulas_and_read_back_unchanged(tmp_path, monkeypat
     assert list(back.frame["id"]) == ids  # medcbm reads its own escaping back
     assert all(Path(p).is_absolute() for p in back.frame["image"])  # not relative to the working directory
     assert b"'=HYPERLINK" in safe_csv_bytes(pd.DataFrame({"top": ['=HYPERLINK("x")'], "p": [0.5]}))
+
+
+def test_skips_shared_in_artifacts_name_files_not_machine_paths(tmp_path):
+    """A benchmark JSON leaves this machine: its skip records carry paths relative to the data root."""
+    from medcbm.data.manifest import SkipLog
+
+    skips = SkipLog()
+    skips.add("duplicate image", row=3, path=str(tmp_path / "covid-cxr" / "metadata.csv"))
+    skips.add("unreadable", row=4, path="/elsewhere/private/img.jpg")
+    recs = skips.shareable_records(tmp_path)
+    assert [r["path"] for r in recs] == ["covid-cxr/metadata.csv", "img.jpg"]
+    assert recs[0]["row"] == 3 and recs[0]["reason"] == "duplicate image"
+    assert str(tmp_path) not in str(recs) and [r["path"] for r in skips.shareable_records(None)][0] == "metadata.csv"
