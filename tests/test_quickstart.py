@@ -28,7 +28,7 @@ def _result(tmp_path, *, changed: bool) -> QuickstartResult:
                         protocol="p", seed=0, split_sizes={"train": 600}, manifest=str(tmp_path / "m.csv")),
         train=TrainResult(probe=s, cbm=s, n_concepts=34, model_dir=str(tmp_path / "models" / "cbm")),
         adapt=AdaptResult(adapter="tfti", site="ood-mix", k=4, n_support=8, n_query=100, before=q, after=q,
-                          changed=changed, reason="no candidate beat the unadapted model by the guard margin",
+                          changed=changed, reason="model left unchanged: no candidate beat the unadapted model by the guard margin",
                           loo_gain=0.12 if changed else 0.0, changes=changes if changed else [],
                           adaptation_dir=str(tmp_path / "models" / "cbm" / "adaptations" / "ood-mix"),
                           support_manifest="s.csv", query_manifest="q.csv"),

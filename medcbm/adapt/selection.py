@@ -109,6 +109,6 @@ def leave_one_out(prepare: Callable[[np.ndarray, np.ndarray], Any],
         return Selection(params, base, best, params, "guard off: best leave-one-out setting", table)
     if best.balanced_acc > base.balanced_acc and best.log_loss <= base.log_loss:
         return Selection(params, base, best, params, "leave-one-out gain", table)
-    reason = (f"no leave-one-out gain (best balanced accuracy {best.balanced_acc:.3f} vs {base.balanced_acc:.3f} "
-              f"unadapted, log-loss {best.log_loss:.3f} vs {base.log_loss:.3f}): model left unchanged")
+    reason = (f"model left unchanged: no leave-one-out gain (best balanced accuracy {best.balanced_acc:.3f} vs "
+              f"{base.balanced_acc:.3f} unadapted, log-loss {best.log_loss:.3f} vs {base.log_loss:.3f})")
     return Selection(None, base, best, params, reason, table)

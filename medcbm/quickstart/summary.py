@@ -27,7 +27,7 @@ def _adapt_lines(a: AdaptResult) -> list[str]:
     # one small draw swings either way; say so next to the numbers rather than let them stand for the method
     noise = _wrap(f"one draw of {a.n_support} images is noisy: `medcbm bench adapt` averages 50 draws per seed")
     if not a.changed:
-        return lines + _wrap(f"model left unchanged: {a.reason}") + noise
+        return lines + _wrap(a.reason) + noise
     lines.append(f"  leave-one-shot-out gain that justified it: {a.loo_gain:+.3f} balanced accuracy")
     shown = [c for c in a.changes if c.action != "shifted"] or a.changes
     for c in shown[:6]:

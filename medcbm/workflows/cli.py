@@ -162,4 +162,4 @@ def _print_adaptation(fitted) -> None:
     console.print(f"leave-one-shot-out balanced accuracy: {sel.identity.balanced_acc:.3f} unadapted -> "
                   f"{sel.best.balanced_acc:.3f} best ({sel.best_params}); estimated gain {sel.gain:+.3f}")
     if not sel.changed:
-        console.print(f"model left unchanged: {sel.reason}")
+        console.print(sel.reason)
