@@ -16,6 +16,11 @@ from medcbm.errors import RegistryError
 PREFIX, SEP = "ensemble", "+"
 
 
+def ensemble_name(*members: str) -> str:
+    """The backbone name that concatenates these members' features (``ensemble:<a>+<b>``)."""
+    return f"{PREFIX}:" + SEP.join(members)
+
+
 def member_specs(spec: BackboneSpec) -> list[BackboneSpec]:
     """The specs of an ensemble's members, in feature order (``[spec]`` for any other backbone)."""
     if spec.family != PREFIX:

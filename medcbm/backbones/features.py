@@ -12,6 +12,7 @@ import numpy as np
 from medcbm._io import sha256_text
 from medcbm.backbones._registry import BackboneSpec, get_backbone_spec
 from medcbm.backbones.cache import FeatureCache
+from medcbm.backbones.ensemble import PREFIX as ENSEMBLE, member_specs
 from medcbm.backbones.hash_note import HashNote, stat_key
 from medcbm.backbones.inference import DecodeFailure, optimize_for_inference  # noqa: F401 - re-exported
 from medcbm.backbones.loaders import FeatureExtractor
@@ -85,7 +86,7 @@ def extract_features(
         :class:`Features` aligned with the rows that loaded.
     """
     spec = get_backbone_spec(backbone) if isinstance(backbone, str) else backbone
-    if spec.family == "ensemble" and model is None:
+    if spec.family == ENSEMBLE and model is None:
         return _extract_ensemble(manifest, spec, cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers,
                                  skips=skips, optimize=optimize, progress=progress, shard_size=shard_size, engine=engine)
     runner = create_runner(engine or current_engine(), num_workers=num_workers, optimize=optimize, model=model)
@@ -97,8 +98,6 @@ def extract_features(
 def _extract_ensemble(manifest: Manifest, spec: BackboneSpec, *, skips: SkipLog | None, **kw) -> Features:
     """An ensemble's features from its members' own caches, concatenated: a member's features are computed
     once whether it is read alone or in an ensemble."""
-    from medcbm.backbones.ensemble import member_specs
-
     # every member decodes the same files the same way, so they skip the same rows: record skips once
     parts = [extract_features(manifest, m, skips=skips if i == 0 else (None if skips is None else SkipLog()), **kw)
              for i, m in enumerate(member_specs(spec))]

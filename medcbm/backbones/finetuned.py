@@ -105,13 +105,14 @@ def trained_image_hashes(backbone: str) -> set[str]:
 
 def _weight_specs(spec: BackboneSpec) -> list[BackboneSpec]:
     """The specs that hold weights under an ensemble or flip-averaging wrapper."""
-    from medcbm.backbones.ensemble import member_specs
+    from medcbm.backbones.ensemble import PREFIX as ENSEMBLE, member_specs
     from medcbm.backbones.tta import PREFIX as TTA, inner_spec
 
     if spec.family == TTA:
         return _weight_specs(inner_spec(spec))
-    members = member_specs(spec)
-    return members if members == [spec] else [w for m in members for w in _weight_specs(m)]
+    if spec.family == ENSEMBLE:
+        return [w for m in member_specs(spec) for w in _weight_specs(m)]
+    return [spec]
 
 
 def create_finetuned_backbone(*, datasets: tuple[str, ...] = ("ph2", "derm7pt"), manifests: tuple[str, ...] = (),

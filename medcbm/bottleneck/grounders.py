@@ -127,6 +127,7 @@ def concept_backbone(cfg: CBMConfig, ctx: GroundingContext) -> str:
     key = ("concept_backbone", g.model_dump_json())
     if key not in ctx.memo:
         from medcbm.backbones.concept_finetune import FinetuneConfig
+        from medcbm.backbones.ensemble import ensemble_name
         from medcbm.backbones.finetuned import create_finetuned_backbone
         from medcbm.data.importers import list_datasets
 
@@ -138,7 +139,7 @@ def concept_backbone(cfg: CBMConfig, ctx: GroundingContext) -> str:
             datasets=tuple(d for d in ann if d in builtin), manifests=tuple(d for d in ann if d not in builtin),
             config=FinetuneConfig(base=g.backbone, **g.finetune.config), data_root=ctx.data_root,
             progress=ctx.progress)
-        ctx.memo[key] = name if g.finetune.combine == "replace" else f"ensemble:{g.backbone}+{name}"
+        ctx.memo[key] = name if g.finetune.combine == "replace" else ensemble_name(g.backbone, name)
     return ctx.memo[key]
 
 
