@@ -42,7 +42,9 @@ bench: $(STAMP)
 	$(BIN)/medcbm bench concepts --json runs/bench/concepts.json
 	for m in cbm cbm_no_balance cbm_knobo; do \
 		$(BIN)/medcbm bench adapt --protocol ham10000-site-confounded -m $$m --json runs/bench/adapt_site_$$m.json; done
-	$(BIN)/medcbm bench adapt --protocol ham10000-rosendahl-holdout -m cbm --json runs/bench/adapt_rosendahl_cbm.json
+	for p in ham10000-rosendahl-holdout ham10000-vidir-modern-holdout; do \
+		$(BIN)/medcbm bench adapt --protocol $$p --draws 30 -a site -a recentre -a tfti -a mask -a refit_signed \
+			-a restandardise -a bias --json runs/bench/adapt_$$p.json; done
 	$(BIN)/medcbm bench retrieval --json runs/bench/retrieval.json
 
 clean-venv:

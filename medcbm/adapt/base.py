@@ -27,7 +27,8 @@ from medcbm.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-ADAPTERS: Registry[type] = Registry("adapter", plugins=("medcbm.adapt.concept_adapters", "medcbm.adapt.head_adapters"))
+ADAPTERS: Registry[type] = Registry("adapter", plugins=("medcbm.adapt.concept_adapters", "medcbm.adapt.head_adapters",
+                                                           "medcbm.adapt.site"))
 
 
 def register_adapter(name: str, *, description: str, interpretable: bool = True):
@@ -91,7 +92,38 @@ def support_labels(y: Sequence, classes: list[str]) -> np.ndarray:
     return y
 
 
-class Adapter(BaseEstimator, ABC):
+def check_fingerprint(model, fingerprint: str | None) -> None:
+    """Refuse features from another backbone than the model's (when both fingerprints are known)."""
+    want = getattr(model, "backbone_fingerprint_", None)
+    if fingerprint is not None and want is not None and fingerprint != want:
+        raise DataError(f"site features come from backbone fingerprint {fingerprint} but the model was trained on "
+                        f"{want} ('{getattr(model, 'backbone_', '?')}'); extract them with the model's backbone")
+
+
+class PredictsAdapted:
+    """Prediction of a fitted adapter: everything goes to ``adapted_`` (the base model with the edit)."""
+
+    def predict_concepts(self, X: np.ndarray, groups=None) -> np.ndarray:
+        return self.adapted_.predict_concepts(X, groups)
+
+    def predict_proba_from_concepts(self, P: np.ndarray) -> np.ndarray:
+        return self.adapted_.predict_proba_from_concepts(P)
+
+    def predict_proba(self, X: np.ndarray, groups=None) -> np.ndarray:
+        return self.adapted_.predict_proba(X, groups)
+
+    def predict(self, X: np.ndarray, groups=None) -> np.ndarray:
+        return self.adapted_.predict(X, groups)
+
+    def score(self, X: np.ndarray, y: np.ndarray, groups=None) -> float:
+        return self.adapted_.score(X, y, groups)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model.classes)
+
+
+class Adapter(PredictsAdapted, BaseEstimator, ABC):
     """Base class. Subclasses define ``candidates``, ``prepare`` and ``make_edit``.
 
     Attributes (after ``fit``): ``edit_`` (:class:`ConceptEdit`), ``adapted_`` (:class:`AdaptedCBM`),
@@ -119,11 +151,7 @@ class Adapter(BaseEstimator, ABC):
     # ------------------------------------------------------------------ fitting
     def fit(self, X: np.ndarray, y: Sequence, *, groups=None, backbone_fingerprint: str | None = None) -> "Adapter":
         """Fit on support-set image features (extracted with the base model's backbone)."""
-        want = getattr(self.model, "backbone_fingerprint_", None)
-        if backbone_fingerprint is not None and want is not None and backbone_fingerprint != want:
-            raise DataError(f"support features come from backbone fingerprint {backbone_fingerprint} but the model "
-                            f"was trained on {want} ('{getattr(self.model, 'backbone_', '?')}'); extract them with "
-                            "the model's backbone")
+        check_fingerprint(self.model, backbone_fingerprint)
         P = self.model.predict_concepts(check_features(X, name="support features"), groups)
         return self.fit_concepts(P, y)
 
@@ -151,6 +179,20 @@ class Adapter(BaseEstimator, ABC):
             logger.info("%s: %s", self.name, self.selection_.reason)
         return self
 
+    @property
+    def reason_(self) -> str:
+        return self.selection_.reason
+
+    def evidence(self) -> dict:
+        """What justified the adaptation, for its file: the leave-one-out table."""
+        sel = self.selection_
+        return {"params": sel.params,
+                "leave_one_out": {"unadapted": sel.identity.to_json(), "best": sel.best.to_json(),
+                                  "best_params": sel.best_params, "gain_balanced_acc": round(sel.gain, 4),
+                                  "candidates": sel.table},
+                "estimated_gain": round(sel.gain, 4), "estimate_kind": "leave-one-shot-out, best of the candidates "
+                "(optimistic: the choice is made on the same images)"}
+
     def describe(self, state: dict[str, np.ndarray], edit: ConceptEdit) -> list[ConceptChange]:
         """The concepts the edit masks, amplifies or shifts, with the statistic that chose them."""
         names = self.model.concept_names_
@@ -169,23 +211,3 @@ class Adapter(BaseEstimator, ABC):
             out.append(ConceptChange(name, action, float(s[j]) if s is not None else float("nan"),
                                      float(edit.scale[j]) if action != "shifted" else float(edit.shift[j])))
         return out
-
-    # ------------------------------------------------------------------ prediction (delegates to adapted_)
-    def predict_concepts(self, X: np.ndarray, groups=None) -> np.ndarray:
-        return self.adapted_.predict_concepts(X, groups)
-
-    def predict_proba_from_concepts(self, P: np.ndarray) -> np.ndarray:
-        return self.adapted_.predict_proba_from_concepts(P)
-
-    def predict_proba(self, X: np.ndarray, groups=None) -> np.ndarray:
-        return self.adapted_.predict_proba(X, groups)
-
-    def predict(self, X: np.ndarray, groups=None) -> np.ndarray:
-        return self.adapted_.predict(X, groups)
-
-    def score(self, X: np.ndarray, y: np.ndarray, groups=None) -> float:
-        return self.adapted_.score(X, y, groups)
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.model.classes)

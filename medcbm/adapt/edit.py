@@ -41,6 +41,11 @@ class ConceptEdit:
     def logits(self, Z: np.ndarray) -> np.ndarray:
         return self.concepts(Z) @ self.W.T + self.b
 
+    def then(self, other: "ConceptEdit") -> "ConceptEdit":
+        """This edit's concepts edited again by ``other`` and read by ``other``'s head (one affine edit)."""
+        return ConceptEdit((other.scale * self.scale).astype(np.float32),
+                           (other.scale * self.shift + other.shift).astype(np.float32), other.W, other.b)
+
     def changed(self, base: "ConceptEdit", tol: float = 1e-6) -> bool:
         return any(not np.allclose(a, c, atol=tol) for a, c in
                    ((self.scale, base.scale), (self.shift, base.shift), (self.W, base.W), (self.b, base.b)))

@@ -1,7 +1,8 @@
 """Adaptations as human-readable files beside the base model: ``<model>/adaptations/<site>/adaptation.json``.
 
 The base model folder is never written to except for its ``adaptations/`` sub-folder. An adaptation file
-records the site, the adapter and its chosen setting, the leave-one-out evidence, every concept it masked
+records the site, the adapter and its chosen setting, the evidence (the leave-one-out table, or the site
+adapter's unlabelled statistics and estimated gain with its interval), every concept it masked
 or amplified with its statistic, the edit itself (per-concept scale and shift, the head), the content
 hashes of the support images (never their paths or ids) and the base model's weight checksum, so it
 refuses to load on top of another model.
@@ -54,17 +55,14 @@ def save_adaptation(adapter: Adapter, model_dir: str | os.PathLike, *, site: str
     if (out / FILE).exists() and not force:
         raise ConfigError(f"site '{check_site_name(site)}' already has an adaptation ({out / FILE}); "
                           "pass --force to replace it, or remove it first")
-    sel = adapter.selection_
     doc = {
         "format": FORMAT,
         "medcbm_version": __version__,
         "site": check_site_name(site),
         "adapter": adapter.name,
-        "changed": sel.changed,
-        "reason": sel.reason,
-        "params": sel.params,
-        "leave_one_out": {"unadapted": sel.identity.to_json(), "best": sel.best.to_json(), "best_params": sel.best_params,
-                          "gain_balanced_acc": round(sel.gain, 4), "candidates": sel.table},
+        "changed": adapter.edit_.changed(ConceptEdit.identity(adapter.model)),
+        "reason": adapter.reason_,
+        **adapter.evidence(),
         "changes": [c.to_json() for c in adapter.changes_],
         "classes": list(adapter.model.classes),
         "concepts": list(adapter.model.concept_names_),
@@ -123,7 +121,7 @@ def list_adaptations(model_dir: str | os.PathLike) -> list[dict]:
         rows.append({"site": d["site"], "adapter": d["adapter"], "changed": d["changed"],
                      "masked": [c["concept"] for c in d["changes"] if c["action"] == "masked"],
                      "amplified": [c["concept"] for c in d["changes"] if c["action"] == "amplified"],
-                     "loo_gain": d["leave_one_out"]["gain_balanced_acc"], "n_support": d["support"].get("n")})
+                     "estimated_gain": d.get("estimated_gain"), "n_support": d["support"].get("n")})
     return rows
 
 
@@ -135,3 +133,15 @@ def remove_adaptation(model_dir: str | os.PathLike, site: str) -> Path:
         raise DataError(f"model {model_dir} has no adaptation for site '{site}' (it has: {', '.join(have) or 'none'})")
     shutil.rmtree(d)
     return d
+
+
+def predict_saved(model_dir: str | os.PathLike, manifest, *, cache_dir=None, progress: bool = True):
+    """``(model, meta, class probabilities, concept activations)`` of a saved model or adaptation on a manifest."""
+    from medcbm.backbones.features import extract_features
+    from medcbm.bottleneck.artifacts import backbone_from_meta
+    from medcbm.bottleneck.metadata import model_groups
+
+    model, meta = load_model(model_dir)
+    X = extract_features(manifest, backbone_from_meta(meta), cache_dir=cache_dir, progress=progress).X
+    P = model.predict_concepts(X, model_groups(model, manifest.frame, meta))
+    return model, meta, model.predict_proba_from_concepts(P), P

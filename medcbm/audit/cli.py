@@ -1,4 +1,5 @@
-"""``medcbm audit``: explain a saved model's predictions on a manifest and write the report files."""
+"""``medcbm audit`` (explain a saved model's predictions on a manifest) and ``medcbm acceptance`` (should it be
+used at a site?): write the report files."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ console = Console()
 
 
 def register(app: typer.Typer) -> None:
-    """Attach ``audit`` to the root app."""
+    """Attach ``audit`` and ``acceptance`` to the root app."""
 
     @app.command("audit")
     @engine_options
@@ -44,6 +45,35 @@ def register(app: typer.Typer) -> None:
                                    raw_ids=raw_ids, raw_sites=raw_sites, thumbnails=not no_thumbnails,
                                    dicom_thumbnails=dicom_thumbnails, occlusion_cases=occlusion_cases,
                                    cache_dir=cache_dir)
+        for kind, path in files.items():
+            console.print(f"{kind:10s} {path}")
+
+
+    @app.command("acceptance")
+    @engine_options
+    def acceptance_cmd(
+        model: Path = typer.Option(..., "--model", help="model or adaptation folder to assess"),
+        manifest: Path = typer.Option(..., "--manifest", help="labelled images of the site, not used to adapt "
+                                      "(the query of medcbm split-site)"),
+        out: Path = typer.Option(..., "--out", help="output folder (must not exist unless --force)"),
+        site_name: str = typer.Option("the new site", "--site-name", help="how the report names the site "
+                                      "(printed as given: leave the default to keep the institution out)"),
+        baseline: Optional[Path] = typer.Option(None, "--baseline", help="compare with this model (default for an "
+                                                "adaptation: its base model)"),
+        force: bool = typer.Option(False, "--force", help="replace an existing output folder"),
+        cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
+    ) -> None:
+        """Site acceptance report: performance with intervals, calibration, concept drift, the adaptation's
+        effect and a verdict (ready / adapt and re-check / do not deploy): HTML + JSON."""
+        from medcbm.audit.acceptance_html import HEADLINE, write_acceptance_report
+        from medcbm.data.manifest import load_manifest
+
+        files = write_acceptance_report(model, load_manifest(manifest).check_files(), out, force=force,
+                                        site=site_name, baseline_dir=baseline, cache_dir=cache_dir)
+        import json
+
+        doc = json.loads(files["json"].read_text())
+        console.print(f"{HEADLINE[doc['verdict']]}: " + "; ".join(doc["reasons"]))
         for kind, path in files.items():
             console.print(f"{kind:10s} {path}")
 

@@ -35,14 +35,17 @@ def render_charts(report: AuditReport) -> dict[str, str]:
     return out
 
 
-TEMPLATE = r"""<!DOCTYPE html>
+#: the opening of every report page: the CSP, a phone-width viewport, no referrer (templates fill ``csp``)
+HEAD = r"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{{ csp }}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
-<title>Concept audit: {{ r.model.name or "medcbm model" }}</title>
+"""
+
+TEMPLATE = HEAD + r"""<title>Concept audit: {{ r.model.name or "medcbm model" }}</title>
 <style>
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1a1a1a;background:#fff;line-height:1.45}
 header,nav,main,footer{max-width:1100px;margin:0 auto;padding:0 1rem}
@@ -100,11 +103,11 @@ entry, so no clinical question or passage can be cited for them: {{ r.model.conc
 </section>
 {% if r.adaptations %}<section id="adaptations" aria-labelledby="h-adapt"><h2 id="h-adapt">Site adaptations</h2>
 <table><caption>Adaptations of this model to new sites (masked: the concept no longer counts; amplified: it counts more)</caption>
-<tr><th scope="col">site</th><th scope="col">adapter</th><th scope="col">used in this report</th><th scope="col">masked</th><th scope="col">amplified</th><th scope="col">leave-one-out gain</th><th scope="col">support images</th></tr>
+<tr><th scope="col">site</th><th scope="col">adapter</th><th scope="col">used in this report</th><th scope="col">masked</th><th scope="col">amplified</th><th scope="col">estimated gain (balanced accuracy)</th><th scope="col">support images</th></tr>
 {% for a in r.adaptations %}<tr><th scope="row">{{ a.site }}</th><td>{{ a.adapter }}</td><td>{{ "yes" if a.applied else "no" }}</td>
 <td>{% for c in a.concepts if c.action == "masked" %}{{ names.get(c.concept, c.concept) }} ({{ "%+.3f"|format(c.statistic) }}){% if not loop.last %}, {% endif %}{% else %}–{% endfor %}</td>
 <td>{% for c in a.concepts if c.action == "amplified" %}{{ names.get(c.concept, c.concept) }} (×{{ "%.1f"|format(c.factor) }}){% if not loop.last %}, {% endif %}{% else %}–{% endfor %}</td>
-<td>{{ "%+.3f"|format(a.loo_gain) }}{% if not a.changed %} (unchanged: no leave-one-out gain){% endif %}</td><td>{{ a.n_support }}</td></tr>{% endfor %}</table></section>{% endif %}
+<td>{% if a.estimated_gain is none %}not estimated (no labelled images){% else %}{{ "%+.3f"|format(a.estimated_gain) }}{% if a.estimate_ci95 %} [95 % interval {{ "%+.3f"|format(a.estimate_ci95[0]) }}, {{ "%+.3f"|format(a.estimate_ci95[1]) }}]{% endif %}{% if a.estimate_kind %} ({{ a.estimate_kind }}){% endif %}{% endif %}{% if not a.changed %} (model left unchanged){% endif %}</td><td>{{ a.n_support }}</td></tr>{% endfor %}</table></section>{% endif %}
 
 <section id="calibration" aria-labelledby="h-cal"><h2 id="h-cal">Calibration</h2>
 {% if r.calibration %}<p>Expected calibration error {{ "%.3f"|format(r.calibration.ece) }} over {{ r.calibration.n }} images.</p>

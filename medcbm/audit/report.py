@@ -127,7 +127,8 @@ def _adaptations(model_dir, meta: dict, *, raw_sites: bool) -> list[AdaptationSu
     docs = [meta["adaptation"]] if applied else read_adaptations(model_dir)
     return [AdaptationSummary(
         site=d["site"] if raw_sites else f"adapted site {i + 1}", applied=applied, adapter=d["adapter"],
-        changed=d["changed"], reason=d["reason"], loo_gain=d["leave_one_out"]["gain_balanced_acc"],
+        changed=d["changed"], reason=d["reason"], estimated_gain=d.get("estimated_gain"),
+        estimate_ci95=(d.get("estimate") or {}).get("ci95"), estimate_kind=d.get("estimate_kind"),
         n_support=d["support"].get("n"),
         concepts=[AdaptedConcept(**c) for c in d["changes"] if c["action"] in ("masked", "amplified")])
         for i, d in enumerate(docs)]

@@ -15,7 +15,7 @@ from medcbm.audit.explain import BankLink, CaseExplanation
 from medcbm.audit.global_view import ActivationView, Calibration, ConceptWeight
 from medcbm.audit.interventions import Ablation, InterventionCurves, WhatIf
 
-SCHEMA_VERSION = "medcbm.audit/1"
+SCHEMA_VERSION = "medcbm.audit/2"
 
 
 class _M(BaseModel):
@@ -86,7 +86,9 @@ class AdaptationSummary(_M):
     adapter: str
     changed: bool
     reason: str
-    loo_gain: float
+    estimated_gain: float | None  # balanced accuracy, on the support images (None: no labelled images)
+    estimate_ci95: list[float] | None = None
+    estimate_kind: str | None = None
     n_support: int | None
     concepts: list[AdaptedConcept]
 
@@ -94,7 +96,7 @@ class AdaptationSummary(_M):
 class AuditReport(_M):
     """Everything an audit found, in one object (``schema_version`` changes when the layout does)."""
 
-    schema_version: Literal["medcbm.audit/1"] = SCHEMA_VERSION
+    schema_version: Literal["medcbm.audit/2"] = SCHEMA_VERSION
     medcbm_version: str
     model: ModelSummary
     data: DataSummary

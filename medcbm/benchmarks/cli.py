@@ -47,7 +47,7 @@ def register_bench(bench_app: typer.Typer) -> None:
                                      help="its test_ood split is the new site (e.g. ham10000-rosendahl-holdout)"),
         method: str = typer.Option("cbm", "--method", "-m", help="the source CBM recipe (cbm, cbm_no_balance, ...)"),
         seeds: int = typer.Option(5, "--seeds", help="source models (the protocol's first N seeds)"),
-        ks: Optional[List[int]] = typer.Option(None, "--k", help="labelled images per class (default 1 2 4 8 16)"),
+        ks: Optional[List[int]] = typer.Option(None, "--k", help="labelled images per class (default 0 1 2 4 8 16; 0 = unlabelled only)"),
         draws: int = typer.Option(50, "--draws", help="seeded support sets per k, shared by every adapter"),
         adapters: Optional[List[str]] = typer.Option(None, "--adapter", "-a", help="adapters (default: all registered)"),
         json_path: Path = typer.Option(Path("runs/bench/adapt.json"), "--json", help="where to write the results"),
@@ -56,13 +56,13 @@ def register_bench(bench_app: typer.Typer) -> None:
     ) -> None:
         """Few-shot adaptation: every adapter x k on paired support draws; query balanced accuracy, gain with CI, ID change."""
         from medcbm._io import atomic_write_json, atomic_write_text
-        from medcbm.benchmarks.bench_adapt import markdown_table, run_adapt_benchmark
+        from medcbm.benchmarks.bench_adapt import estimate_table, markdown_table, run_adapt_benchmark
 
-        ks = tuple(ks or (1, 2, 4, 8, 16))
+        ks = tuple(ks or (0, 1, 2, 4, 8, 16))
         res = run_adapt_benchmark(protocol, method=method, seeds=seeds, ks=ks, draws=draws, adapters=adapters,
                                   data_root=data_root, cache_dir=cache_dir)
         atomic_write_json(json_path, res)
-        md = "\n".join(markdown_table(res, k) for k in ks)
+        md = "\n".join(markdown_table(res, k) for k in ks) + estimate_table(res)
         atomic_write_text(json_path.with_suffix(".md"), md)
         console.print(md)
         console.print(f"wrote {json_path} and {json_path.with_suffix('.md')}")

@@ -7,6 +7,8 @@ import logging
 import numpy as np
 import pandas as pd
 
+from medcbm.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,6 +39,17 @@ def label_indices(frame: pd.DataFrame, meta: dict) -> np.ndarray:
     label_map = (meta.get("provenance") or {}).get("label_map") or {c: [c] for c in classes}
     raw_to = {str(r): i for i, c in enumerate(classes) for r in label_map.get(c, [c])}
     return frame["label"].astype(str).map(lambda v: raw_to.get(v, -1)).to_numpy(int)
+
+
+def mapped_labels(manifest, meta: dict) -> tuple:
+    """``(manifest, class index per row)`` under the stored label map; an unmapped label is a one-line error."""
+    y = label_indices(manifest.frame, meta)
+    if (y < 0).any():
+        i = int(np.flatnonzero(y < 0)[0])
+        label_map = (meta.get("provenance") or {}).get("label_map") or {c: [c] for c in meta["classes"]}
+        raise DataError(f"label '{manifest.frame['label'].iloc[i]}' is not one the model knows (classes "
+                        f"{meta['classes']}, label map {label_map})", path=manifest.source, row=i + 1, field="label")
+    return manifest, y
 
 
 # DICOM Modality values a model of each imaging domain can read; anything else is another kind of image

@@ -108,7 +108,7 @@ def _query_scores(model_dir: Path, query: Manifest, ctx: JourneyContext) -> Quer
 def split_support_query(ood: Manifest, y: np.ndarray, *, k: int, seed: int) -> tuple[Manifest, Manifest]:
     """Cut the new-site images by patient into a pool and a query set; draw ``k`` labelled images per class
     from the pool (the support). The query set is never used for adaptation."""
-    from medcbm.benchmarks.bench_adapt import draw_support, pool_query_split
+    from medcbm.data.site_split import draw_support, pool_query_split
     from medcbm.errors import DataError
 
     pool, query = pool_query_split(ood.frame["patient_id"].astype(str).to_numpy(), y, seed)
@@ -125,7 +125,7 @@ def adapt_stage(ctx: JourneyContext) -> AdaptResult:
     from medcbm.audit.explain import bank_links
     from medcbm.bottleneck.artifacts import load_cbm
     from medcbm.workflows.adapt import adapt_cbm
-    from medcbm.workflows.train import mapped_labels
+    from medcbm.bottleneck.metadata import mapped_labels
 
     model, meta = load_cbm(ctx.model_dir)
     ood, y = mapped_labels(load_manifest(ctx.split_path("test_ood")), meta)
@@ -177,7 +177,8 @@ def audit_stage(ctx: JourneyContext, adaptation_dir: Path) -> AuditResult:
     """Write the audit report of a handful of out-of-domain cases (correct and wrong) and the global view."""
     from medcbm.audit import write_audit_report
     from medcbm.bottleneck.artifacts import read_model_meta
-    from medcbm.workflows.train import mapped_labels, predict_cbm
+    from medcbm.bottleneck.metadata import mapped_labels
+    from medcbm.workflows.train import predict_cbm
 
     meta = read_model_meta(ctx.model_dir)  # labels only: the weights are loaded by predict and the report
     query, y = mapped_labels(load_manifest(ctx.run_dir / "adapt" / "query.csv"), meta)

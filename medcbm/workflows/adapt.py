@@ -15,7 +15,8 @@ from medcbm.bottleneck.artifacts import backbone_from_meta, load_cbm
 from medcbm.data.manifest import Manifest
 from medcbm.errors import ConfigError, DataError
 from medcbm.bottleneck.metadata import model_groups
-from medcbm.workflows.train import mapped_labels, short_keys
+from medcbm.bottleneck.metadata import mapped_labels
+from medcbm.workflows.train import short_keys
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +46,14 @@ def check_support(manifest: Manifest, y: np.ndarray, classes: list[str], *, k: i
                        reused[:10])
 
 
-def adapt_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, site: str, adapter: str = "tfti",
-              k: int | None = None, out_dir: str | os.PathLike | None = None, force: bool = False,
-              cache_dir=None, progress: bool = True, **params) -> tuple[Adapter, Path]:
-    """Fit ``adapter`` on the labelled support ``manifest`` and save the adaptation for ``site``.
+def adapt_cbm(model_dir: str | os.PathLike, manifest: Manifest | None, *, site: str, adapter: str = "site",
+              k: int | None = None, unlabelled: Manifest | None = None, out_dir: str | os.PathLike | None = None,
+              force: bool = False, cache_dir=None, progress: bool = True, **params) -> tuple[Adapter, Path]:
+    """Fit ``adapter`` on the labelled support ``manifest`` (and the site's ``unlabelled`` images) and save it.
 
-    ``params`` go to the adapter (e.g. ``n_mask=2, guard=False``); by default it chooses by leave-one-shot-out.
+    ``params`` go to the adapter (e.g. ``n_mask=2, guard=False``). The default ``site`` adapter re-centres the
+    concepts on the site's images and keeps a labelled change only when a nested estimate shows a gain; it
+    can run on unlabelled images alone (``manifest=None``). The others need a labelled support.
 
     Returns:
         ``(fitted adapter, adaptation folder)``. The base model folder gains only ``adaptations/<site>/``.
@@ -62,15 +65,31 @@ def adapt_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, site: str, ad
     if (target / FILE).exists() and not force:
         raise ConfigError(f"site '{site}' already has an adaptation ({target / FILE}); pass --force to replace it")
     model, meta = load_cbm(model_dir)
-    manifest, y = mapped_labels(manifest, meta)
-    feats = extract_features(manifest, backbone_from_meta(meta), cache_dir=cache_dir, progress=progress)
-    hashes = short_keys(feats.keys)
-    check_support(manifest, y, list(model.classes), k=k, hashes=hashes,
-                  trained_on=set(meta["provenance"].get("train_image_sha256") or ()))
-    groups = model_groups(model, manifest.frame, meta)
-    fitted = create_adapter(adapter, model, **params).fit(feats.X, y, groups=groups,
-                                                          backbone_fingerprint=feats.spec.fingerprint())
+    fitter = create_adapter(adapter, model, **params)
+    uses_unlabelled = getattr(fitter, "uses_unlabelled", False)
+    if unlabelled is not None and not uses_unlabelled:
+        raise ConfigError(f"adapter '{adapter}' does not use unlabelled images; drop --unlabelled or use --adapter site")
+    if manifest is None and not (uses_unlabelled and unlabelled is not None):
+        raise ConfigError(f"adapter '{adapter}' needs a labelled --support manifest"
+                          + ("" if not uses_unlabelled else " or an --unlabelled one"))
+    spec = backbone_from_meta(meta)
+    trained_on = set(meta["provenance"].get("train_image_sha256") or ())
+    X, y, groups, hashes = np.zeros((0, 1), np.float32), np.zeros(0, int), None, []
+    fingerprint = spec.fingerprint()
+    if manifest is not None:
+        manifest, y = mapped_labels(manifest, meta)
+        feats = extract_features(manifest, spec, cache_dir=cache_dir, progress=progress)
+        hashes = short_keys(feats.keys)
+        check_support(manifest, y, list(model.classes), k=k, hashes=hashes, trained_on=trained_on)
+        X, groups, fingerprint = feats.X, model_groups(model, manifest.frame, meta), feats.spec.fingerprint()
+    fit_kw = {}
+    n_unlabelled = 0
+    if unlabelled is not None:
+        ufeats = extract_features(unlabelled, spec, cache_dir=cache_dir, progress=progress)
+        fit_kw = {"X_unlabelled": ufeats.X, "unlabelled_groups": model_groups(model, unlabelled.frame, meta)}
+        n_unlabelled = len(ufeats.X)
+    fitted = fitter.fit(X, y, groups=groups, backbone_fingerprint=fingerprint, **fit_kw)
     support = {"n": int(len(y)), "per_class": {c: int((y == i).sum()) for i, c in enumerate(model.classes)},
-               "image_sha256": hashes, "backbone_fingerprint": feats.spec.fingerprint()}
+               "n_unlabelled": n_unlabelled, "image_sha256": hashes, "backbone_fingerprint": fingerprint}
     path = save_adaptation(fitted, model_dir, site=site, support=support, out_dir=out_dir, force=force)
     return fitted, path

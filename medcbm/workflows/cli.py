@@ -57,23 +57,63 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     @engine_options
     def evaluate_cmd(
-        model: Path = typer.Option(..., "--model", "-m", help="model folder from medcbm train"),
+        model: Path = typer.Option(..., "--model", "-m", help="model (or adaptation) folder"),
         manifest: Path = typer.Option(..., "--manifest", help="labelled manifest (.csv/.parquet)"),
+        baseline: Optional[Path] = typer.Option(None, "--baseline",
+                                                help="compare with this model (e.g. the base of an adaptation), paired"),
         json_path: Optional[Path] = typer.Option(None, "--json", help="write the metrics here"),
         cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
     ) -> None:
-        """Accuracy, AUROC, ECE with bootstrap CIs, per site/sex/age, on a labelled manifest."""
+        """Accuracy, AUROC, ECE with bootstrap CIs, per site/sex/age; with --baseline, the paired gain over it."""
         from medcbm._io import atomic_write_json
-        from medcbm.workflows.train import evaluate_cbm
         from medcbm.data.manifest import load_manifest
+        from medcbm.workflows.compare import compare_models
+        from medcbm.workflows.train import evaluate_cbm
 
-        res = evaluate_cbm(model, load_manifest(manifest).check_files(), cache_dir=cache_dir)
-        console.print(f"n={res['n']} acc={res['acc']:.3f} [{res['acc_ci95'][0]:.3f}, {res['acc_ci95'][1]:.3f}] "
-                      f"AUROC={res['auroc']:.3f} ECE={res['ece']:.3f}")
-        for site, m in res["subgroups"].get("site", {}).items():
-            console.print(f"  site {site}: n={m['n']} acc={m['acc']:.3f}")
+        m = load_manifest(manifest).check_files()
+        if baseline is not None:
+            res = compare_models(model, baseline, m, cache_dir=cache_dir, measured_on=f"manifest {manifest.name}")
+            for name in ("baseline", "model"):
+                r = res[name]
+                console.print(f"{name:8s} n={res['n']} bal.acc={r['balanced_acc']:.3f} acc={r['acc']:.3f} "
+                              f"AUROC={r['auroc']:.3f} ECE={r['ece']:.3f}")
+            for key, label in (("balanced_acc_gain", "balanced accuracy"), ("acc_gain", "accuracy")):
+                g = res[key]
+                console.print(f"gain in {label}: {g['gain']:+.3f} [95 % interval {g['ci95'][0]:+.3f}, "
+                              f"{g['ci95'][1]:+.3f}] — {g['verdict']}")
+            console.print(f"{res['changed_predictions']} of {res['n']} predictions differ")
+        else:
+            res = evaluate_cbm(model, m, cache_dir=cache_dir)
+            console.print(f"n={res['n']} acc={res['acc']:.3f} [{res['acc_ci95'][0]:.3f}, {res['acc_ci95'][1]:.3f}] "
+                          f"AUROC={res['auroc']:.3f} ECE={res['ece']:.3f}")
+            for site, sm in res["subgroups"].get("site", {}).items():
+                console.print(f"  site {site}: n={sm['n']} acc={sm['acc']:.3f}")
         if json_path:
             atomic_write_json(json_path, res)
+
+    @app.command("split-site")
+    def split_site_cmd(
+        model: Path = typer.Option(..., "--model", "-m", help="the model to adapt (its classes and label map)"),
+        manifest: Path = typer.Option(..., "--manifest", help="labelled manifest of the new site's images"),
+        k: int = typer.Option(4, "--k", help="labelled images per class in the support"),
+        seed: int = typer.Option(0, "--seed"),
+        query_frac: float = typer.Option(0.5, "--query-frac", help="share of the site's patients held out as query"),
+        out_dir: Path = typer.Option(..., "--out-dir", "-o", help="writes support.csv, unlabelled.csv, query.csv"),
+    ) -> None:
+        """Cut a new site's images by patient: k labelled per class, the rest unlabelled, a held-out query."""
+        from medcbm.bottleneck.artifacts import read_model_meta
+        from medcbm.data.manifest import load_manifest, save_manifest
+        from medcbm.data.site_split import split_site
+        from medcbm.bottleneck.metadata import mapped_labels
+
+        meta = read_model_meta(model)
+        site, y = mapped_labels(load_manifest(manifest), meta)
+        parts = split_site(site, y, k=k, seed=seed, query_frac=query_frac, classes=meta["classes"]).manifests(site)
+        for name, part in parts.items():
+            path = save_manifest(part, out_dir / f"{name}.csv")
+            console.print(f"{name:10s} {len(part.frame):5d} images -> {path}")
+        console.print("adapt with the support (and unlabelled) images; compare on the query with "
+                      "medcbm evaluate --baseline")
 
     @app.command("predict")
     @engine_options
@@ -101,9 +141,12 @@ def register_adapt(app: typer.Typer) -> None:
     @engine_options
     def adapt_cmd(
         model: Path = typer.Option(..., "--model", "-m", help="base model folder from medcbm train"),
-        support: Path = typer.Option(..., "--support", help="labelled manifest of a few images from the new site"),
+        support: Optional[Path] = typer.Option(None, "--support", help="labelled manifest of a few images from the new site"),
+        unlabelled: Optional[Path] = typer.Option(None, "--unlabelled",
+                                                  help="manifest of the site's other images (labels not read)"),
         site: str = typer.Option(..., "--site", help="name of the new site (names the adaptation)"),
-        adapter: str = typer.Option("tfti", "--adapter", help="tfti, mask, amplify, ... (medcbm adaptations --list-adapters)"),
+        adapter: str = typer.Option("site", "--adapter",
+                                    help="site (default), tfti, mask, ... (medcbm adaptations --list-adapters)"),
         k: Optional[int] = typer.Option(None, "--k", help="require at least K images of every class"),
         out: Optional[Path] = typer.Option(None, "--out", help="where to write it (default MODEL/adaptations/SITE)"),
         force: bool = typer.Option(False, "--force", help="replace an existing adaptation of this site"),
@@ -113,8 +156,9 @@ def register_adapt(app: typer.Typer) -> None:
         from medcbm.data.manifest import load_manifest
         from medcbm.workflows.adapt import adapt_cbm
 
-        fitted, path = adapt_cbm(model, load_manifest(support).check_files(), site=site, adapter=adapter, k=k,
-                                 out_dir=out, force=force, cache_dir=cache_dir)
+        fitted, path = adapt_cbm(model, support and load_manifest(support).check_files(), site=site, adapter=adapter,
+                                 k=k, unlabelled=unlabelled and load_manifest(unlabelled).check_files(), out_dir=out,
+                                 force=force, cache_dir=cache_dir)
         _print_adaptation(fitted)
         console.print(f"saved to {path}")
 
@@ -140,26 +184,34 @@ def register_adapt(app: typer.Typer) -> None:
             console.print(f"removed {remove_adaptation(model, remove)}")
             return
         t = Table(title=f"adaptations of {model.name}")
-        for col in ("site", "adapter", "changed", "masked", "amplified", "LOO gain", "support"):
+        for col in ("site", "adapter", "changed", "masked", "amplified", "estimated gain", "support"):
             t.add_column(col)
         for r in list_adaptations(model):
             t.add_row(r["site"], r["adapter"], str(r["changed"]), ", ".join(r["masked"]) or "-",
-                      ", ".join(r["amplified"]) or "-", f"{r['loo_gain']:+.3f}", str(r["n_support"]))
+                      ", ".join(r["amplified"]) or "-",
+                      "-" if r["estimated_gain"] is None else f"{r['estimated_gain']:+.3f}", str(r["n_support"]))
         console.print(t)
 
 
 def _print_adaptation(fitted) -> None:
-    """The concepts an adapter changed, with their statistic and clinical question, and the LOO evidence."""
+    """The concepts an adapter changed, with their statistic and clinical question, and the evidence for it."""
     links = getattr(fitted.model, "recipe_", {}).get("concept_links", {})
-    sel = fitted.selection_
-    t = Table(title=f"{fitted.name}: {len(fitted.changes_)} concepts changed")
-    for col in ("concept", "action", "statistic", "factor/shift", "clinical question"):
-        t.add_column(col)
-    for c in fitted.changes_:
-        q = next((e["question"] for e in links.get(c.concept, []) if e.get("question")), "(no bank entry)")
-        t.add_row(c.concept, c.action, f"{c.statistic:+.3f}", f"{c.factor:.2f}", q)
-    console.print(t)
-    console.print(f"leave-one-shot-out balanced accuracy: {sel.identity.balanced_acc:.3f} unadapted -> "
-                  f"{sel.best.balanced_acc:.3f} best ({sel.best_params}); estimated gain {sel.gain:+.3f}")
-    if not sel.changed:
-        console.print(sel.reason)
+    if fitted.changes_:
+        t = Table(title=f"{fitted.name}: {len(fitted.changes_)} concepts changed")
+        for col in ("concept", "action", "statistic", "factor/shift", "clinical question"):
+            t.add_column(col)
+        for c in fitted.changes_:
+            q = next((e["question"] for e in links.get(c.concept, []) if e.get("question")), "(no bank entry)")
+            t.add_row(c.concept, c.action, f"{c.statistic:+.3f}", f"{c.factor:.2f}", q)
+        console.print(t)
+    estimate = getattr(fitted, "estimate_", None)
+    if estimate is None and hasattr(fitted, "estimate_"):
+        console.print("no labelled images: the gain is not estimated (check it with medcbm evaluate --baseline)")
+    elif estimate is not None:
+        console.print(f"estimated gain in balanced accuracy: {estimate.describe()} — {estimate.verdict}")
+    else:
+        sel = fitted.selection_
+        console.print(f"leave-one-shot-out balanced accuracy: {sel.identity.balanced_acc:.3f} unadapted -> "
+                      f"{sel.best.balanced_acc:.3f} best ({sel.best_params}); the best of several settings on the same "
+                      f"images, so optimistic: {sel.gain:+.3f}")
+    console.print(fitted.reason_)

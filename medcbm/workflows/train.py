@@ -16,12 +16,11 @@ from medcbm.adapt.store import load_model
 from medcbm.bottleneck.artifacts import backbone_from_meta, save_cbm
 from medcbm.bottleneck.domain import check_domain
 from medcbm.bottleneck.estimator import KnowledgeCBM
-from medcbm.bottleneck.metadata import label_indices, model_groups, warn_foreign_modality
+from medcbm.bottleneck.metadata import mapped_labels, model_groups, warn_foreign_modality
 from medcbm.bottleneck.grounders import GroundingContext, concept_backbone
 from medcbm.bottleneck.recipe import fit_cbm
 from medcbm.data.manifest import Manifest
 from medcbm.data.samples import LabelledSplit
-from medcbm.errors import DataError
 from medcbm.metrics import split_metrics, subgroup_metrics
 from medcbm.workflows.config import TrainConfig
 from medcbm.workflows.data import training_data
@@ -78,17 +77,6 @@ def _grounding_provenance(model: KnowledgeCBM) -> dict:
 
     sources = {k: v for p in model.grounder.leaves() for k, v in (getattr(p, "sources_", None) or {}).items()}
     return {"kind": model.grounder.kind, "sources": sources or None, **probe_summary(model.grounder)}
-
-
-def mapped_labels(manifest: Manifest, meta: dict) -> tuple[Manifest, np.ndarray]:
-    """Map raw labels to model classes with the stored label map; rows with unmapped labels are an error."""
-    y = label_indices(manifest.frame, meta)
-    if (y < 0).any():
-        i = int(np.flatnonzero(y < 0)[0])
-        label_map = meta["provenance"].get("label_map") or {c: [c] for c in meta["classes"]}
-        raise DataError(f"label '{manifest.frame['label'].iloc[i]}' is not one the model knows (classes "
-                        f"{meta['classes']}, label map {label_map})", path=manifest.source, row=i + 1, field="label")
-    return manifest, y
 
 
 def evaluate_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=None, progress: bool = True) -> dict:

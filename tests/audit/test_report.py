@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from html import unescape
 
 import pandas as pd
 import pytest
 
 from medcbm.errors import ConfigError, DataError
-from tests.conftest import require
+from tests.browser import offline_page
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +124,7 @@ def test_cli_writes_and_refuses_an_existing_folder(audit_model, audit_manifest, 
     from medcbm.audit.cli import app
 
     path, frame = audit_manifest
-    args = ["--model", str(audit_model), "--manifest", str(path), "--out", str(tmp_path / "o"),
+    args = ["audit", "--model", str(audit_model), "--manifest", str(path), "--out", str(tmp_path / "o"),
             "--cache-dir", str(feature_cache), "--cases", ",".join(frame["id"].iloc[:3]), "--occlusion-cases", "0"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -134,44 +133,18 @@ def test_cli_writes_and_refuses_an_existing_folder(audit_model, audit_manifest, 
     assert isinstance(again.exception, ConfigError)
 
 
-def test_html_opens_offline_in_headless_chromium(written, tmp_path):
-    """Real Chromium: no request leaves the file, no console error, no serious/critical axe violation."""
-    exe = shutil.which("chromium-headless-shell") or shutil.which("chromium")
-    require(exe is not None, "chromium-headless-shell is not installed (apt-get install -y chromium-headless-shell)")
-    pw = pytest.importorskip("playwright.sync_api") if not _ci() else __import__("playwright.sync_api").sync_api
-    from axe_playwright_python.sync_playwright import Axe
-
+@pytest.mark.parametrize("width", [1280, 390])
+def test_html_opens_offline_in_headless_chromium(written, tmp_path, width):
+    """Real Chromium at desktop and phone width: no request leaves the file, no console error, no
+    serious/critical axe violation."""
     files, _ = written
-    outside, errors = [], []
-
-    def route(r):
-        if r.request.url.startswith(("file:", "data:")):
-            r.continue_()
-        else:
-            outside.append(r.request.url)
-            r.abort()
-
-    with pw.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe)
-        page = browser.new_page()
-        page.route("**/*", route)
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(files["html"].as_uri())
-        assert page.locator("article.case").count() == 32
-        assert page.locator("svg[role=img]").count() >= 2
-        result = Axe().run(page)
-        page.screenshot(path=str(tmp_path / "report.png"))
-        browser.close()
-    assert outside == [] and errors == []
-    bad = [(v["id"], v["impact"]) for v in result.response["violations"] if v["impact"] in ("serious", "critical")]
+    with offline_page(files["html"].as_uri(), width=width, height=900) as view:
+        assert view.page.locator("article.case").count() == 32
+        assert view.page.locator("svg[role=img]").count() >= 2
+        bad = view.serious_axe_violations()
+        view.page.screenshot(path=str(tmp_path / "report.png"))
+    assert view.outside == [] and view.errors == []
     assert not bad, bad
-
-
-def _ci() -> bool:
-    from tests.conftest import IN_CI
-
-    return IN_CI
 
 
 def test_an_adaptation_is_audited_with_what_it_masked(audit_model, ham_own, feature_cache, tmp_path):

@@ -137,3 +137,49 @@ def test_bad_support_sets(site_model, feature_cache, tmp_path, caplog):
     with caplog.at_level("WARNING"):
         adapt(tmp_path / "mixed.csv", site="mixed")
     assert "images the model was trained on" in caplog.text
+
+
+def test_the_users_loop_split_adapt_on_unlabelled_too_and_compare(site_model, feature_cache, tmp_path):
+    """split-site -> adapt (default site adapter, with the unlabelled rest) -> evaluate --baseline on the query."""
+    d, _ = site_model
+    site = pd.concat([pd.read_csv(d / "support.csv"), pd.read_csv(d / "query.csv")])
+    site.to_csv(tmp_path / "site.csv", index=False)
+    split = tmp_path / "split"
+    r = medcbm("split-site", "--model", d / "model", "--manifest", tmp_path / "site.csv", "--k", "4", "--seed", "1",
+               "--out-dir", split)
+    assert r.returncode == 0, r.stderr
+    parts = {n: pd.read_csv(split / f"{n}.csv") for n in ("support", "unlabelled", "query")}
+    assert parts["support"]["label"].value_counts().to_dict() == {"benign": 4, "malignant": 4}
+    assert sum(len(p) for p in parts.values()) == len(site) and set(parts["unlabelled"]["label"]) == {"unlabelled"}
+    held = set(parts["query"]["patient_id"])
+    assert not held & (set(parts["support"]["patient_id"]) | set(parts["unlabelled"]["patient_id"]))
+    r = medcbm("adapt", "--model", d / "model", "--support", split / "support.csv", "--unlabelled",
+               split / "unlabelled.csv", "--site", "site-b", "--cache-dir", feature_cache)
+    assert r.returncode == 0, r.stderr
+    assert "estimated gain in balanced accuracy" in r.stdout and "95 % interval" in r.stdout
+    doc = json.loads((d / "model/adaptations/site-b/adaptation.json").read_text())
+    assert doc["adapter"] == "site" and doc["estimate"]["n"] == 8
+    assert doc["support"]["n_unlabelled"] == len(parts["unlabelled"])
+    assert doc["unlabelled"]["n_site_images"] == 8 + len(parts["unlabelled"])
+    lo, hi = doc["estimate"]["ci95"]
+    assert lo <= doc["estimate"]["gain"] <= hi and hi - lo > 0.2  # eight images cannot pin a gain down
+    r = medcbm("evaluate", "--model", d / "model/adaptations/site-b", "--baseline", d / "model", "--manifest",
+               split / "query.csv", "--json", tmp_path / "cmp.json", "--cache-dir", feature_cache)
+    assert r.returncode == 0, r.stderr
+    cmp = json.loads((tmp_path / "cmp.json").read_text())
+    g = cmp["balanced_acc_gain"]
+    assert cmp["n"] == len(parts["query"]) and g["ci95"][0] <= g["gain"] <= g["ci95"][1]
+    assert abs(cmp["model"]["balanced_acc"] - cmp["baseline"]["balanced_acc"] - g["gain"]) < 1e-9
+    assert "gain in balanced accuracy" in r.stdout
+    # k = 0: the unlabelled images alone (re-centring is opt-in); nothing to estimate the gain on
+    r = medcbm("adapt", "--model", d / "model", "--unlabelled", split / "unlabelled.csv", "--site", "site-b0",
+               "--adapter", "recentre", "--cache-dir", feature_cache)
+    assert r.returncode == 0, r.stderr
+    assert "not estimated" in r.stdout and "re-centred on" in r.stdout
+    # one-line errors
+    r = medcbm("adapt", "--model", d / "model", "--support", split / "support.csv", "--unlabelled",
+               split / "unlabelled.csv", "--site", "x", "--adapter", "tfti")
+    assert r.returncode == 2 and "does not use unlabelled images" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = medcbm("split-site", "--model", d / "model", "--manifest", tmp_path / "site.csv", "--k", "60", "--out-dir",
+               tmp_path / "s2")
+    assert r.returncode == 2 and "k = 60" in r.stderr and "Traceback" not in r.stderr
