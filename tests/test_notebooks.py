@@ -66,8 +66,12 @@ def test_notebook_1_trains_on_a_folder_and_imports_dicoms(executed):
 def test_notebook_2_adapts_and_scores_on_unseen_images(executed):
     work, nbs = executed
     text = _outputs(nbs["02"])
-    assert "support: 8 images" in text and "base model" in text and "adapted" in text
-    assert (work / "02_adapt" / "model" / "adaptations" / "new-clinic" / "adaptation.json").is_file()
+    assert "'support': 8" in text and "base model" in text and "adapted" in text and "estimated gain" in text
+    assert "gain in balanced accuracy on the query" in text and "95 % interval" in text
+    doc = json.loads((work / "02_adapt" / "model" / "adaptations" / "new-clinic" / "adaptation.json").read_text())
+    assert doc["adapter"] == "site" and doc["support"]["n_unlabelled"] > 0
+    verdict = json.loads((work / "02_adapt" / "acceptance" / "acceptance.json").read_text())["verdict"]
+    assert verdict in ("ready", "adapt and re-check", "do not deploy") and verdict in text
 
 
 def test_notebook_3_explains_intervenes_and_writes_the_report(executed):

@@ -9,8 +9,8 @@ import pytest
 from medcbm.errors import ConfigError
 from medcbm.quickstart import render_summary
 from medcbm.quickstart.journey import StageStore, check_writable, stage_keys
-from medcbm.quickstart.results import (AdaptResult, AuditResult, ChangedConcept, DataResult, QueryScores,
-                                       QuickstartResult, Scores, StageRecord, TrainResult)
+from medcbm.quickstart.results import (AcceptResult, AdaptResult, AuditResult, ChangedConcept, DataResult, Gain,
+                                       QueryScores, QuickstartResult, Scores, StageRecord, TrainResult)
 from medcbm.quickstart.stages import JourneyContext, pick_cases
 from tests.test_cli import medcbm
 
@@ -22,16 +22,22 @@ def _result(tmp_path, *, changed: bool) -> QuickstartResult:
     changes = [ChangedConcept(concept=f"concept_{i}", action="amplified" if i % 2 else "masked", statistic=0.3,
                               factor=2.5 if i % 2 else 0.0, question=long_q) for i in range(8)]
     return QuickstartResult(
-        run_dir=str(tmp_path), seconds={"data": 1.0, "train": 140.0, "adapt": 0.4, "audit": 2.0},
-        cached={"data": True, "train": True, "adapt": False, "audit": False}, metrics=str(tmp_path / "metrics.json"),
+        run_dir=str(tmp_path), seconds={"data": 1.0, "train": 140.0, "adapt": 0.4, "accept": 1.0, "audit": 2.0},
+        cached={"data": True, "train": True, "adapt": False, "accept": False, "audit": False},
+        metrics=str(tmp_path / "metrics.json"),
         data=DataResult(images={"ham10000": 5764, "ph2": 200}, sites={"rosendahl": 1259, "vidir_molemax": 3159},
                         protocol="p", seed=0, split_sizes={"train": 600}, manifest=str(tmp_path / "m.csv")),
         train=TrainResult(probe=s, cbm=s, n_concepts=34, model_dir=str(tmp_path / "models" / "cbm")),
-        adapt=AdaptResult(adapter="tfti", site="ood-mix", k=4, n_support=8, n_query=100, before=q, after=q,
-                          changed=changed, reason="model left unchanged: no candidate beat the unadapted model by the guard margin",
-                          loo_gain=0.12 if changed else 0.0, changes=changes if changed else [],
-                          adaptation_dir=str(tmp_path / "models" / "cbm" / "adaptations" / "ood-mix"),
-                          support_manifest="s.csv", query_manifest="q.csv"),
+        adapt=AdaptResult(adapter="site", site="new-site", k=4, n_support=8, n_unlabelled=92, n_query=100, before=q,
+                          after=q, changed=changed, reason="tfti {'n_mask': 2} not kept: nested estimate cannot tell",
+                          estimate=Gain(gain=0.12, ci95=(-0.2, 0.4), n=8, measured_on="support", verdict="cannot tell"),
+                          heldout=Gain(gain=0.01, ci95=(-0.01, 0.03), n=100, measured_on="query", verdict="cannot tell"),
+                          changes=changes if changed else [],
+                          adaptation_dir=str(tmp_path / "models" / "cbm" / "adaptations" / "new-site"),
+                          support_manifest="s.csv", unlabelled_manifest="u.csv", query_manifest="q.csv"),
+        accept=AcceptResult(verdict="do not deploy", reasons=["balanced accuracy 0.559 is near chance " * 3],
+                            balanced_acc=0.559, balanced_acc_ci95=(0.51, 0.61), html=str(tmp_path / "acceptance.html"),
+                            json_path="acc.json"),
         audit=AuditResult(n_cases=6, n_correct=5, n_wrong=1, n_images=100, html=str(tmp_path / "audit.html"),
                           json_path="a.json", model_card="MODEL_CARD.md"))
 
@@ -43,7 +49,8 @@ def test_summary_fits_a_100_column_terminal_and_names_the_files(tmp_path, change
     assert max(map(len, text.splitlines())) <= 100
     assert f"Files in {tmp_path}" in text and "audit.html" in text and "\n  metrics        metrics.json" in text
     assert "train 140 s (cached)" in text
-    assert ("left unchanged: no candidate" in text) != changed
+    assert ("model left unchanged" in text) != changed and "DO NOT DEPLOY" in text and "acceptance.html" in text
+    assert "[95 % interval -0.200, +0.400] on 8 images" in text
     assert ("and 2 more" in text) == changed  # six changed concepts shown, the rest counted
 
 
@@ -60,7 +67,7 @@ def test_pick_cases_takes_confident_right_answers_a_mistake_then_borderline_case
 def test_stage_records_are_reused_only_with_the_same_key_and_their_files(tmp_path):
     ctx = JourneyContext(run_dir=tmp_path, data_root=tmp_path, cache_dir=tmp_path / "f")
     keys = stage_keys(ctx)
-    assert len(set(keys.values())) == 4
+    assert len(set(keys.values())) == 5
     assert stage_keys(JourneyContext(run_dir=tmp_path, data_root=tmp_path, cache_dir=tmp_path / "f", k=8))["train"] \
         == keys["train"] != stage_keys(JourneyContext(run_dir=tmp_path, data_root=tmp_path, cache_dir=tmp_path / "f",
                                                      seed=1))["train"]
@@ -94,17 +101,29 @@ def test_quickstart_walks_the_journey_and_resumes(tmp_path, data_root, feature_c
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((run / "metrics.json").read_text())
     probe, cbm = res["train"]["probe"], res["train"]["cbm"]
-    assert probe["id_acc"] > 0.8 and probe["ood_acc"] < 0.65  # KnoBo's collapse, reproduced
-    assert cbm["ood_acc"] > probe["ood_acc"] + 0.1
-    adapt, audit = res["adapt"], res["audit"]
-    assert adapt["n_support"] == 8 and adapt["n_query"] >= 80 and adapt["support_manifest"] != adapt["query_manifest"]
-    support = set(pd.read_csv(adapt["support_manifest"])["patient_id"])
-    assert not support & set(pd.read_csv(adapt["query_manifest"])["patient_id"])  # scored on unseen patients
+    assert probe["id_acc"] > 0.8 and probe["ood_acc"] < 0.65  # the black box collapses at the site it never saw
+    gap = {name: m["id_acc"] - m["ood_acc"] for name, m in (("probe", probe), ("cbm", cbm))}
+    assert cbm["ood_acc"] > probe["ood_acc"] + 0.05 and gap["cbm"] < gap["probe"] - 0.1
+    adapt, accept, audit = res["adapt"], res["accept"], res["audit"]
+    assert adapt["n_support"] == 8 and adapt["n_query"] >= 80 and adapt["n_unlabelled"] >= 80
+    parts = {n: pd.read_csv(adapt[f"{n}_manifest"]) for n in ("support", "unlabelled", "query")}
+    assert set(parts["support"]["site"]) == set(parts["query"]["site"]) == {"vidir_modern"}  # never in training
+    held = set(parts["query"]["patient_id"])
+    assert not held & (set(parts["support"]["patient_id"]) | set(parts["unlabelled"]["patient_id"]))
+    h = adapt["heldout"]
+    assert h["n"] == adapt["n_query"] and h["ci95"][0] <= h["gain"] <= h["ci95"][1]
+    assert abs(adapt["after"]["balanced_acc"] - adapt["before"]["balanced_acc"] - h["gain"]) < 1e-9
+    assert adapt["estimate"]["n"] == 8 and adapt["estimate"]["ci95"][1] - adapt["estimate"]["ci95"][0] > 0.2
+    acc_doc = json.loads((run / "acceptance" / "acceptance.json").read_text())
+    assert acc_doc["verdict"] == accept["verdict"] and accept["reasons"] and acc_doc["n"] == adapt["n_query"]
+    assert acc_doc["adaptation"]["gain"] == pytest.approx(h["gain"])
+    assert "vidir" not in (run / "acceptance" / "acceptance.html").read_text()
     assert audit["n_correct"] >= 1 and audit["n_wrong"] >= 1
     report = json.loads((run / "audit" / "audit.json").read_text())
     assert len(report["cases"]) == audit["n_cases"] == 6
     # the summary says where the report and the metrics are, and fits a 100-column terminal
     assert f"Files in {run}" in r.stdout and "audit report   audit/audit.html" in r.stdout
+    assert "acceptance     acceptance/acceptance.html" in r.stdout and "verdict: " in r.stdout
     assert "metrics        metrics.json" in r.stdout
     assert "linear probe" in r.stdout and "before" in r.stdout and max(map(len, r.stdout.splitlines())) <= 100
     assert all(not v for v in res["cached"].values())
@@ -112,12 +131,12 @@ def test_quickstart_walks_the_journey_and_resumes(tmp_path, data_root, feature_c
     # a rerun only re-prints; an interrupted one (audit lost) resumes at the audit
     r2 = medcbm(*args, env=env)
     assert r2.returncode == 0 and r2.stdout.replace(" (cached)", "") == r.stdout, r2.stderr[-2000:]
-    assert r2.stderr.count("done before, reusing it") == 4
+    assert r2.stderr.count("done before, reusing it") == 5
     (run / "stages" / "audit.json").unlink()
     r3 = medcbm(*args, env=env)
     assert r3.returncode == 0 and "quickstart stage audit: running" in r3.stderr
     assert json.loads((run / "metrics.json").read_text())["cached"] == {
-        "data": True, "train": True, "adapt": True, "audit": False}
+        "data": True, "train": True, "adapt": True, "accept": True, "audit": False}
 
     # a run directory that cannot be written: one line naming it, no traceback
     blocked = tmp_path / "file"

@@ -96,7 +96,8 @@ class SiteAdaptation(PredictsAdapted, BaseEstimator):
     Attributes (after ``fit``): ``edit_``, ``adapted_``, ``site_`` (:class:`SiteStatistics` or ``None``),
     ``proposal_`` (the labelled proposal or ``None``), ``adopted_`` (whether it was kept), ``estimate_``
     (:class:`GainEstimate` or ``None`` without labels), ``nested_`` (the labelled step's nested estimate),
-    ``selection_``, ``changes_``, ``reason_``, ``fit_seconds_``.
+    ``selection_``, ``changes_``, ``reasons_`` (what each step did, in order) and ``reason_`` (joined),
+    ``fit_seconds_``.
     """
 
     name = "site"
@@ -155,6 +156,7 @@ class SiteAdaptation(PredictsAdapted, BaseEstimator):
                            "medcbm evaluate to check it")
         self.edit_ = edit
         self.adapted_ = AdaptedCBM(m, edit)
+        self.reasons_ = reasons
         self.reason_ = "; ".join(reasons)
         self.fit_seconds_ = time.perf_counter() - t0
         logger.info("site adaptation: %s", self.reason_)
@@ -179,9 +181,6 @@ class SiteAdaptation(PredictsAdapted, BaseEstimator):
             return identity
         self.site_ = site_statistics(Zall, m.W_, m.b_, S, prior)
         if not self.recentre:
-            reasons.append(f"EM prevalence on {len(Zall)} site images: "
-                           + ", ".join(f"{c} {p:.0%}" for c, p in zip(m.classes, self.site_.prevalence))
-                           + "; concepts not re-centred (opt in with recentre)")
             return identity
         pi = self.site_.prevalence if self.prevalence == "em" else prior
         delta = prior_aware_shift(Zall, pi, S)
@@ -199,7 +198,7 @@ class SiteAdaptation(PredictsAdapted, BaseEstimator):
             return pre
         self.proposal_ = propose(m, self.adapters, Zr, y)
         if self.proposal_ is None:
-            reasons.append("no labelled change beat the re-centred model by leave-one-shot-out")
+            reasons.append("no labelled change beat the model as it is by leave-one-shot-out")
             return pre
         self.selection_ = self.proposal_.selection
         oof = nested_logits(m, self.adapters, Zr, y)

@@ -8,8 +8,8 @@ verdict with its reasons:
 
 * **do not deploy** — the model is near chance here (balanced accuracy below ``near_chance``), or the
   interval of its balanced accuracy or AUROC includes chance;
-* **adapt and re-check** — better than chance, but clearly worse than at home, or badly calibrated, or the
-  images are too few to tell;
+* **adapt and re-check** — better than chance, but more than ``home_tolerance`` worse than at the training
+  sites, or badly calibrated, or the images are too few to tell;
 * **ready** — none of the above.
 
 Nothing in the report names a patient, an image, a file or a path; the site is named only if the user
@@ -45,8 +45,8 @@ class AcceptanceCriteria(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     near_chance: float = Field(0.60, description="below this the model is near chance (two classes: 0.5 is chance)")
-    home_tolerance: float = Field(0.05, description="'clearly worse than at home': the interval's top is this far "
-                                                    "below the home balanced accuracy")
+    home_tolerance: float = Field(0.05, description="'worse than at home': more than this below the home balanced "
+                                                    "accuracy")
     max_ece: float = Field(0.10, description="above this, probabilities cannot be read as stated")
     min_images: int = Field(50, description="fewer labelled images than this cannot accept a site")
 
@@ -120,16 +120,17 @@ def decide(bal: Metric, auc: Metric, ece: float, n: int, home: float | None, n_c
     check = []
     if n < crit.min_images:
         check.append(f"only {n} labelled images: at least {crit.min_images} are needed to accept a site")
-    if home is not None and hi < home - crit.home_tolerance:
-        check.append(f"balanced accuracy {bal.value:.3f} [{lo:.3f}, {hi:.3f}] is clearly below the "
-                     f"{home:.3f} measured at the training sites")
+    if home is not None and bal.value < home - crit.home_tolerance:
+        check.append(f"balanced accuracy {bal.value:.3f} [{lo:.3f}, {hi:.3f}] is {home - bal.value:.3f} below the "
+                     f"{home:.3f} measured at the training sites (more than the {crit.home_tolerance:.2f} tolerated)")
     if ece > crit.max_ece:
         check.append(f"calibration error {ece:.3f} is above {crit.max_ece:.2f}: the stated probabilities are not "
                      "reliable here")
     if check:
         return "adapt and re-check", check
     ok = [f"balanced accuracy {bal.value:.3f} [{lo:.3f}, {hi:.3f}] is above chance"
-          + (f" and within {crit.home_tolerance:.2f} of the {home:.3f} at the training sites" if home is not None else ""),
+          + (f" and within {crit.home_tolerance:.2f} of the {home:.3f} at the training sites" if home is not None else
+             " (the model has no home measurement to compare with)"),
           f"calibration error {ece:.3f} is at most {crit.max_ece:.2f}"]
     return "ready", ok
 

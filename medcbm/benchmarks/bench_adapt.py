@@ -67,7 +67,10 @@ def run_adapt_benchmark(protocol: str, *, method: str = "cbm", seeds: list[int] 
         yp, yq, y_id = y["test_ood"][pool], y["test_ood"][query], y["test_id"]
         base_q = _score(yq, model.predict_proba_from_concepts(P_ood[query]))
         base_id = float((model.predict_proba_from_concepts(P_id).argmax(1) == y_id).mean())
+        em = create_adapter(DEFAULT_ADAPTER, model).fit_concepts(P_ood[pool][:0], [], P_unlabelled=P_ood[pool]).site_
         baselines[seed] = {"query_balanced_acc": base_q[0], "query_auroc": base_q[1], "id_acc": base_id,
+                           # EM's prevalence of the last class from the unlabelled pool, against the pool's truth
+                           "em_prevalence": float(em.prevalence[-1]), "true_prevalence": float((yp == yp.max()).mean()),
                            "n_pool": len(pool), "n_query": len(query), "train_seconds": round(train_s, 2)}
         logger.info("seed %d: source %s query bal. acc %.3f, ID acc %.3f", seed, method, base_q[0], base_id)
         for k in ks:

@@ -1,5 +1,7 @@
-"""``make quickstart``: the whole journey on the shared data — train a CBM and a black box on a site-confounded
-split, adapt the CBM to the new sites from a few labelled images, audit its predictions — in one run directory.
+"""``make quickstart``: the whole journey on the shared data — train a CBM and a black box at two HAM10000
+acquisition sites, adapt the CBM to the third from a few labelled images (and the rest unlabelled), compare it
+with the base model on held-out patients of that site, write the site acceptance report, audit its predictions —
+in one run directory.
 
 Sits on top of the workflows, adaptation and audit layers; nothing imports it but the CLI.
 """

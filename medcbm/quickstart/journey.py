@@ -1,4 +1,5 @@
-"""``make quickstart``: the user's whole journey — import, train CBM and black box, adapt to a new site, audit —
+"""``make quickstart``: the user's whole journey — import, train CBM and black box, adapt to a site never seen in
+training, decide whether to deploy there, audit —
 cached stage by stage in one run directory, so an interrupted run resumes and a finished one only re-prints."""
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from medcbm.quickstart.stages import JourneyContext
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("data", "train", "adapt", "audit")
+STAGES = ("data", "train", "adapt", "accept", "audit")
 RUNNERS: dict[str, Callable[[JourneyContext, dict[str, StageResult]], StageResult]] = {
     "data": lambda ctx, done: stages.data_stage(ctx),
     "train": lambda ctx, done: stages.train_stage(ctx),
     "adapt": lambda ctx, done: stages.adapt_stage(ctx),
+    "accept": lambda ctx, done: stages.accept_stage(ctx, Path(done["adapt"].adaptation_dir)),
     "audit": lambda ctx, done: stages.audit_stage(ctx, Path(done["adapt"].adaptation_dir)),
 }
 
@@ -37,7 +39,10 @@ def stage_outputs(ctx: JourneyContext, result: StageResult) -> list[Path]:
     if result.stage == "train":
         return [Path(result.model_dir) / "model.json", Path(result.model_dir) / "model.safetensors"]
     if result.stage == "adapt":  # the folder, not its file: naming that would import the adaptation layer
-        return [Path(result.adaptation_dir), Path(result.support_manifest), Path(result.query_manifest)]
+        return [Path(result.adaptation_dir), Path(result.support_manifest), Path(result.unlabelled_manifest),
+                Path(result.query_manifest)]
+    if result.stage == "accept":
+        return [Path(result.html), Path(result.json_path)]
     return [Path(result.html), Path(result.json_path), Path(result.model_card)]
 
 
@@ -45,7 +50,7 @@ def stage_keys(ctx: JourneyContext) -> dict[str, str]:
     """One key per stage, chained: changing a stage's inputs (or anything upstream) changes its key."""
     keys, prev = {}, sha256_text(__version__, str(ctx.data_root), str(ctx.run_dir.resolve()),
                                  str(ctx.cache_dir.resolve()), stages.PROTOCOL, str(ctx.seed))
-    params = {"data": (), "train": ("cbm",), "adapt": (stages.ADAPTER, str(ctx.k)),
+    params = {"data": (), "train": ("cbm",), "adapt": (stages.ADAPTER, str(ctx.k)), "accept": (),
               "audit": (str(ctx.n_cases), str(ctx.occlusion_cases))}
     for stage in STAGES:
         prev = keys[stage] = sha256_text(prev, stage, *params[stage])[:16]
@@ -140,7 +145,7 @@ def run_quickstart(*, data_root: str | os.PathLike | None = None, run_dir: str |
 def _finish(ctx: JourneyContext, done: dict, seconds: dict, cached: dict) -> QuickstartResult:
     metrics = ctx.run_dir / "metrics.json"
     res = QuickstartResult(run_dir=str(ctx.run_dir), data=done["data"], train=done["train"], adapt=done["adapt"],
-                           audit=done["audit"], seconds=seconds, cached=cached, metrics=str(metrics))
+                           accept=done["accept"], audit=done["audit"], seconds=seconds, cached=cached, metrics=str(metrics))
     if not all(cached.values()) or not metrics.is_file():
         check_writable(ctx.run_dir)
         atomic_write_json(metrics, res.model_dump(mode="json"))

@@ -72,13 +72,24 @@ class QueryScores(_Record):
     auroc: float
 
 
+class Gain(_Record):
+    """A paired balanced-accuracy gain with its 95 % interval and what it was measured on."""
+
+    gain: float
+    ci95: tuple[float, float]
+    n: int
+    measured_on: str
+    verdict: str
+
+
 class AdaptResult(_Record):
-    """Adaptation to the new site from ``k`` labelled images per class, scored on the remaining images.
+    """Adaptation to a site the model never saw: ``k`` labelled images per class plus the site's other pool images
+    unlabelled; base and adapted model compared on a held-out query of other patients.
 
     Attributes:
-        changed: whether leave-one-shot-out kept an adaptation (``False``: the model is left as it was).
-        reason: why the adapter kept or refused the change.
-        loo_gain: leave-one-shot-out balanced-accuracy gain that justified the change.
+        changed: whether the adaptation changed the model (``False``: left as it was, and why in ``reason``).
+        estimate: the gain the adapter estimated from its support (``None`` without labels).
+        heldout: the gain measured on the held-out query (paired, with its interval).
     """
 
     stage: Literal["adapt"] = "adapt"
@@ -86,16 +97,31 @@ class AdaptResult(_Record):
     site: str
     k: int
     n_support: int
+    n_unlabelled: int
     n_query: int
     before: QueryScores
     after: QueryScores
     changed: bool
     reason: str
-    loo_gain: float
+    estimate: Gain | None
+    heldout: Gain
     changes: list[ChangedConcept] = Field(default_factory=list)
     adaptation_dir: str
     support_manifest: str
+    unlabelled_manifest: str
     query_manifest: str
+
+
+class AcceptResult(_Record):
+    """The site acceptance report of the adapted model on the held-out query."""
+
+    stage: Literal["accept"] = "accept"
+    verdict: str
+    reasons: list[str]
+    balanced_acc: float
+    balanced_acc_ci95: tuple[float, float]
+    html: str
+    json_path: str
 
 
 class AuditResult(_Record):
@@ -111,7 +137,7 @@ class AuditResult(_Record):
     model_card: str
 
 
-StageResult = Union[DataResult, TrainResult, AdaptResult, AuditResult]
+StageResult = Union[DataResult, TrainResult, AdaptResult, AcceptResult, AuditResult]
 
 
 class StageRecord(_Record):
@@ -130,6 +156,7 @@ class QuickstartResult(_Record):
     data: DataResult
     train: TrainResult
     adapt: AdaptResult
+    accept: AcceptResult
     audit: AuditResult
     seconds: dict[str, float]
     cached: dict[str, bool]

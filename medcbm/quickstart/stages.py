@@ -1,4 +1,4 @@
-"""The four stages of the quickstart journey: data, train, adapt, audit. Each reads what the previous one wrote
+"""The five stages of the quickstart journey: data, train, adapt, accept, audit. Each reads what the previous one wrote
 in the run directory and returns a record of what it found (:mod:`medcbm.quickstart.results`)."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from medcbm.data.manifest import Manifest, load_manifest, save_manifest
-from medcbm.quickstart.results import (AdaptResult, AuditResult, ChangedConcept, DataResult, QueryScores, Scores,
-                                       TrainResult)
+from medcbm.quickstart.results import (AcceptResult, AdaptResult, AuditResult, ChangedConcept, DataResult, Gain,
+                                       QueryScores, Scores, TrainResult)
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL = "ham10000-site-confounded"
-SITE = "ood-mix"  # the adaptation's name: the out-of-domain mix of sites, standing in for a new hospital
-ADAPTER = "tfti"
+PROTOCOL = "ham10000-vidir-modern-holdout"  # train at two acquisition sites, deploy at the third
+SITE = "new-site"  # the adaptation's name (the real site name stays out of the artifacts)
+ADAPTER = "site"
 GROUNDING_DATASETS = ("ph2", "derm7pt")  # the shipped CBM grounds its concepts on their expert annotations
 
 
@@ -98,53 +98,59 @@ def train_stage(ctx: JourneyContext) -> TrainResult:
     return TrainResult(probe=probe, cbm=cbm, n_concepts=len(model.concept_names_), model_dir=str(ctx.model_dir))
 
 
-def _query_scores(model_dir: Path, query: Manifest, ctx: JourneyContext) -> QueryScores:
-    from medcbm.workflows.train import evaluate_cbm
-
-    r = evaluate_cbm(model_dir, query, cache_dir=ctx.cache_dir, progress=False)
-    return QueryScores(acc=r["acc"], balanced_acc=r["balanced_acc"], auroc=r["auroc"])
-
-
-def split_support_query(ood: Manifest, y: np.ndarray, *, k: int, seed: int) -> tuple[Manifest, Manifest]:
-    """Cut the new-site images by patient into a pool and a query set; draw ``k`` labelled images per class
-    from the pool (the support). The query set is never used for adaptation."""
-    from medcbm.data.site_split import draw_support, pool_query_split
-    from medcbm.errors import DataError
-
-    pool, query = pool_query_split(ood.frame["patient_id"].astype(str).to_numpy(), y, seed)
-    sel = draw_support(y[pool], k, np.random.default_rng([seed, k, 0]))
-    if sel is None:
-        raise DataError(f"--k {k}: the new-site pool has fewer than {k} images of some class; lower --k",
-                        path=ood.source)
-    return ood.subset(pool[sel]), ood.subset(query)
+def _query_scores(m: dict) -> QueryScores:
+    return QueryScores(acc=m["acc"], balanced_acc=m["balanced_acc"], auroc=m["auroc"])
 
 
 def adapt_stage(ctx: JourneyContext) -> AdaptResult:
-    """Adapt the CBM to the out-of-domain site mix from ``k`` labelled images per class; score before/after
-    on the rest."""
+    """Adapt the CBM to the held-out site: ``k`` labelled images per class and the pool's other images unlabelled;
+    compare base and adapted model, paired, on a query of other patients that nothing was adapted on."""
+    from medcbm.adapt import ConceptEdit
     from medcbm.audit.explain import bank_links
     from medcbm.bottleneck.artifacts import load_cbm
-    from medcbm.workflows.adapt import adapt_cbm
     from medcbm.bottleneck.metadata import mapped_labels
+    from medcbm.data.site_split import split_site
+    from medcbm.workflows.adapt import adapt_cbm
+    from medcbm.workflows.compare import compare_models
 
     model, meta = load_cbm(ctx.model_dir)
-    ood, y = mapped_labels(load_manifest(ctx.split_path("test_ood")), meta)
-    support, query = split_support_query(ood, y, k=ctx.k, seed=ctx.seed)
-    adapt_dir = ctx.run_dir / "adapt"
-    support_path = save_manifest(support, adapt_dir / "support.csv")
-    query_path = save_manifest(query, adapt_dir / "query.csv")
-    fitted, path = adapt_cbm(ctx.model_dir, support, site=SITE, adapter=ADAPTER, k=ctx.k, force=True,
-                             cache_dir=ctx.cache_dir, progress=ctx.progress)
+    site, y = mapped_labels(load_manifest(ctx.split_path("test_ood")), meta)
+    parts = split_site(site, y, k=ctx.k, seed=ctx.seed, classes=list(model.classes)).manifests(site)
+    paths = {name: save_manifest(m, ctx.run_dir / "adapt" / f"{name}.csv") for name, m in parts.items()}
+    fitted, path = adapt_cbm(ctx.model_dir, parts["support"], site=SITE, adapter=ADAPTER, k=ctx.k,
+                             unlabelled=parts["unlabelled"], force=True, cache_dir=ctx.cache_dir, progress=ctx.progress)
+    cmp = compare_models(path, ctx.model_dir, parts["query"], cache_dir=ctx.cache_dir, progress=False,
+                         measured_on="held-out query of the new site")
     changes = []
     for c in fitted.changes_:
         links = bank_links(model, c.concept)
         changes.append(ChangedConcept(concept=c.concept, action=c.action, statistic=c.statistic, factor=c.factor,
                                       question=links[0].question if links else None))
-    sel = fitted.selection_
-    return AdaptResult(adapter=ADAPTER, site=SITE, k=ctx.k, n_support=len(support), n_query=len(query),
-                       before=_query_scores(ctx.model_dir, query, ctx), after=_query_scores(path, query, ctx),
-                       changed=sel.changed, reason=sel.reason, loo_gain=sel.gain, changes=changes,
-                       adaptation_dir=str(path), support_manifest=str(support_path), query_manifest=str(query_path))
+    est = getattr(fitted, "estimate_", None)
+    return AdaptResult(adapter=ADAPTER, site=SITE, k=ctx.k, n_support=len(parts["support"].frame),
+                       n_unlabelled=len(parts["unlabelled"].frame), n_query=len(parts["query"].frame),
+                       before=_query_scores(cmp["baseline"]), after=_query_scores(cmp["model"]),
+                       changed=fitted.edit_.changed(ConceptEdit.identity(model)),
+                       reason="; ".join(r for r in fitted.reasons_ if not r.startswith("estimated gain")),
+                       estimate=None if est is None else Gain(**est.to_json()),
+                       heldout=Gain(**cmp["balanced_acc_gain"]), changes=changes, adaptation_dir=str(path),
+                       support_manifest=str(paths["support"]), unlabelled_manifest=str(paths["unlabelled"]),
+                       query_manifest=str(paths["query"]))
+
+
+def accept_stage(ctx: JourneyContext, adaptation_dir: Path) -> AcceptResult:
+    """The site acceptance report of the adapted model on the held-out query (the base model as baseline)."""
+    import json
+
+    from medcbm.audit.acceptance_html import write_acceptance_report
+
+    files = write_acceptance_report(adaptation_dir, load_manifest(ctx.run_dir / "adapt" / "query.csv"),
+                                    ctx.run_dir / "acceptance", force=True, site="the held-out site",
+                                    cache_dir=ctx.cache_dir, progress=False)
+    doc = json.loads(files["json"].read_text())
+    bal = doc["balanced_accuracy"]
+    return AcceptResult(verdict=doc["verdict"], reasons=doc["reasons"], balanced_acc=bal["value"],
+                        balanced_acc_ci95=tuple(bal["ci95"]), html=str(files["html"]), json_path=str(files["json"]))
 
 
 def pick_cases(frame, truth: list[str], classes: list[str], n: int) -> list[int]:

@@ -31,7 +31,11 @@ def test_a_good_model_is_ready_and_a_weaker_one_is_sent_back():
     assert good[0] == "ready" and "above chance" in good[1][0]
     worse = decide(Metric(value=0.70, ci95=(0.66, 0.74)), Metric(value=0.78, ci95=(0.74, 0.82)), ece=0.05, n=300,
                    home=0.85, n_classes=2, crit=CRIT)
-    assert worse[0] == "adapt and re-check" and "clearly below" in worse[1][0]
+    assert worse[0] == "adapt and re-check" and "0.150 below the 0.850" in worse[1][0]
+    # the quickstart's case: 0.062 below home with an interval that reaches home - 0.05: not ready
+    near = decide(Metric(value=0.696, ci95=(0.643, 0.751)), Metric(value=0.76, ci95=(0.70, 0.82)), ece=0.06, n=250,
+                  home=0.758, n_classes=2, crit=CRIT)
+    assert near[0] == "adapt and re-check"
     uncal = decide(Metric(value=0.84, ci95=(0.80, 0.88)), Metric(value=0.91, ci95=(0.88, 0.94)), ece=0.2, n=300,
                    home=0.85, n_classes=2, crit=CRIT)
     assert uncal[0] == "adapt and re-check" and "calibration" in uncal[1][0]
