@@ -43,7 +43,7 @@ bench: $(STAMP)
 	for m in cbm cbm_no_balance cbm_knobo; do \
 		$(BIN)/medcbm bench adapt --protocol ham10000-site-confounded -m $$m --json runs/bench/adapt_site_$$m.json; done
 	for p in ham10000-rosendahl-holdout ham10000-vidir-modern-holdout; do \
-		$(BIN)/medcbm bench adapt --protocol $$p --draws 30 -a site -a recentre -a tfti -a mask -a refit_signed \
+		$(BIN)/medcbm bench adapt --protocol $$p --draws 30 -a site -a recentre -a tfti -a recalibrate_tfti -a mask -a refit_signed \
 			-a restandardise -a bias --json runs/bench/adapt_$$p.json; done
 	$(BIN)/medcbm bench retrieval --json runs/bench/retrieval.json
 

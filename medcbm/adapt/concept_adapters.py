@@ -11,7 +11,7 @@ import numpy as np
 
 from medcbm.adapt.base import Adapter, grid, register_adapter
 from medcbm.adapt.edit import ConceptEdit
-from medcbm.adapt.statistics import balanced_mean, harm, source_class_means, under_activation
+from medcbm.adapt.statistics import balanced_mean, harm, site_shift, source_class_means, under_activation
 from medcbm.errors import ConfigError
 
 FILLS = ("source_mean", "support_mean", "zero")
@@ -139,3 +139,32 @@ class TFTTI(_ConceptEditor):
 
     def make_edit(self, state, params) -> ConceptEdit:
         return self.edit_concepts(state, params["n_mask"], params["n_amplify"], params["factor"])
+
+
+@register_adapter("recalibrate_tfti", description="per-concept recalibration at the new site (within-class offsets of "
+                  "the labelled support, shrunk towards the source), then TF-TTI on the recalibrated concepts")
+class RecalibratedTFTTI(TFTTI):
+    """TF-TTI on drift-corrected concepts.
+
+    Each concept is first shifted by the support's mean within-class offset from the source class means, shrunk
+    towards no shift (the source calibration) with the weight of ``n0`` images: ``shift = -n / (n + n0) *
+    offset``. The harm and under-activation statistics are then computed, and masking and amplification applied,
+    on the recalibrated activations. Setting ``n_mask = n_amplify = 0`` is the recalibration alone.
+    """
+
+    def __init__(self, model, *, n_mask=(0, 1, 2, 4), n_amplify=(0, 1, 2, 4), factor=(1.5, 2.5), n0: float = 8.0,
+                 fill: str = "source_mean", guard: bool = True):
+        super().__init__(model, n_mask=n_mask, n_amplify=n_amplify, factor=factor, fill=fill, guard=guard)
+        self.n0 = n0
+
+    def candidates(self) -> list[dict]:
+        return [{"n_mask": 0, "n_amplify": 0, "factor": 1.0}] + super().candidates()
+
+    def prepare(self, Z: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(y)
+        recal = (-(n / (n + self.n0)) * site_shift(Z, y, source_class_means(self.model))).astype(np.float32)
+        return {**super().prepare(Z + recal, y), "recal": recal}
+
+    def make_edit(self, state, params) -> ConceptEdit:
+        e = ConceptEdit.identity(self.model)
+        return ConceptEdit(e.scale, state["recal"], e.W, e.b).then(super().make_edit(state, params))

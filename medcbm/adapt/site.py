@@ -37,7 +37,7 @@ from medcbm.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-LABELLED = ("tfti", "site_offset", "refit_signed")
+LABELLED = ("tfti", "recalibrate_tfti", "site_offset", "refit_signed")
 PREVALENCES = ("source", "em")
 DECISIONS = ("interval", "nested", "loo")
 
@@ -79,8 +79,8 @@ def nested_logits(model, names: Sequence[str], Z: np.ndarray, y: np.ndarray) -> 
     return out
 
 
-@register_adapter("site", description="default: a labelled change (TF-TTI, site offsets or a signed refit) kept only "
-                  "when a nested estimate shows a gain; prints the estimated gain with an interval")
+@register_adapter("site", description="default: a labelled change (TF-TTI, recalibrated TF-TTI, site offsets or a "
+                  "signed refit) kept only when a nested estimate shows a gain; prints the gain with an interval")
 class SiteAdaptation(PredictsAdapted, BaseEstimator):
     """Adapt a fitted CBM to a new site from its unlabelled images and (optionally) a few labelled ones.
 

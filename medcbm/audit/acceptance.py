@@ -9,7 +9,7 @@ verdict with its reasons:
 * **do not deploy** — the model is near chance here (balanced accuracy below ``near_chance``), or the
   interval of its balanced accuracy or AUROC includes chance;
 * **adapt and re-check** — better than chance, but more than ``home_tolerance`` worse than at the training
-  sites, or badly calibrated, or the images are too few to tell;
+  sites, or below ``ready_floor``, or badly calibrated, or the images are too few to tell;
 * **ready** — none of the above.
 
 Nothing in the report names a patient, an image, a file or a path; the site is named only if the user
@@ -32,7 +32,7 @@ from medcbm.audit.explain import bank_links
 from medcbm.audit.global_view import calibration
 from medcbm.audit.schema import Calibration
 from medcbm.data.manifest import Manifest
-from medcbm.metrics import auroc, balanced_accuracy, bootstrap_ci, expected_calibration_error
+from medcbm.metrics import accuracy, auroc, balanced_accuracy, bootstrap_ci, expected_calibration_error
 from medcbm.adapt.store import predict_saved
 from medcbm.bottleneck.metadata import mapped_labels
 
@@ -48,6 +48,8 @@ class AcceptanceCriteria(BaseModel):
     home_tolerance: float = Field(0.05, description="'worse than at home': more than this below the home balanced "
                                                     "accuracy")
     max_ece: float = Field(0.10, description="above this, probabilities cannot be read as stated")
+    ready_floor: float = Field(0.75, description="the lowest balanced accuracy called ready: set it to the clinical "
+                                                 "requirement of the use")
     min_images: int = Field(50, description="fewer labelled images than this cannot accept a site")
 
 
@@ -123,6 +125,9 @@ def decide(bal: Metric, auc: Metric, ece: float, n: int, home: float | None, n_c
     if home is not None and bal.value < home - crit.home_tolerance:
         check.append(f"balanced accuracy {bal.value:.3f} [{lo:.3f}, {hi:.3f}] is {home - bal.value:.3f} below the "
                      f"{home:.3f} measured at the training sites (more than the {crit.home_tolerance:.2f} tolerated)")
+    if bal.value < crit.ready_floor:
+        check.append(f"balanced accuracy {bal.value:.3f} is below {crit.ready_floor:.2f}, the lowest this report "
+                     "calls ready (set the floor to the use's clinical requirement)")
     if ece > crit.max_ece:
         check.append(f"calibration error {ece:.3f} is above {crit.max_ece:.2f}: the stated probabilities are not "
                      "reliable here")
@@ -137,6 +142,29 @@ def decide(bal: Metric, auc: Metric, ece: float, n: int, home: float | None, n_c
 
 def _metric(y: np.ndarray, proba: np.ndarray, fn, value: float) -> Metric:
     return Metric(value=value, ci95=bootstrap_ci(y, proba, fn=fn, n=1000, seed=0))
+
+
+class Assessment(BaseModel):
+    """The verdict's inputs and outcome on one labelled set of site images."""
+
+    model_config = ConfigDict(frozen=True)
+    balanced_accuracy: Metric
+    auroc: Metric
+    ece: float
+    verdict: Verdict
+    reasons: list[str]
+
+
+def assess(y: np.ndarray, proba: np.ndarray, *, home: float | None, criteria: AcceptanceCriteria | None = None
+           ) -> Assessment:
+    """Balanced accuracy and AUROC with bootstrap intervals, ECE, and the verdict (:func:`decide`)."""
+    crit = criteria or AcceptanceCriteria()
+    y, proba = np.asarray(y, int), np.asarray(proba, float)
+    bal = _metric(y, proba, balanced_accuracy, balanced_accuracy(y, proba))
+    auc = _metric(y, proba, auroc, auroc(y, proba))
+    ece = expected_calibration_error(y, proba)
+    verdict, reasons = decide(bal, auc, ece, len(y), home, proba.shape[1], crit)
+    return Assessment(balanced_accuracy=bal, auroc=auc, ece=ece, verdict=verdict, reasons=reasons)
 
 
 def _home(meta: dict) -> tuple[float | None, str | None]:
@@ -172,10 +200,8 @@ def build_acceptance(model_dir: str | os.PathLike, manifest: Manifest, *, site: 
     model, meta, proba, P = predict_saved(model_dir, manifest, cache_dir=cache_dir, progress=progress)
     manifest, y = mapped_labels(manifest, meta)
     classes = list(model.classes)
-    bal = _metric(y, proba, balanced_accuracy, balanced_accuracy(y, proba))
-    auc = _metric(y, proba, auroc, auroc(y, proba))
-    ece = expected_calibration_error(y, proba)
     home, home_split = _home(meta)
+    a = assess(y, proba, home=home, criteria=crit)
     effect = None
     adaptation = meta.get("adaptation")
     if adaptation is not None or baseline_dir is not None:
@@ -186,11 +212,9 @@ def build_acceptance(model_dir: str | os.PathLike, manifest: Manifest, *, site: 
                                   baseline_balanced_acc=balanced_accuracy(y, base_proba), gain=g.gain, ci95=g.ci95,
                                   verdict=g.verdict,
                                   changed_predictions=int((proba.argmax(1) != base_proba.argmax(1)).sum()))
-    verdict, reasons = decide(bal, auc, ece, len(y), home, len(classes), crit)
     return SiteAcceptance(site=site, classes=classes, n=int(len(y)),
                           per_class={c: int((y == i).sum()) for i, c in enumerate(classes)},
-                          accuracy=_metric(y, proba, lambda a, b: float((b.argmax(1) == a).mean()),
-                                           float((proba.argmax(1) == y).mean())),
-                          balanced_accuracy=bal, auroc=auc, calibration=calibration(y, proba),
+                          accuracy=_metric(y, proba, accuracy, accuracy(y, proba)),
+                          balanced_accuracy=a.balanced_accuracy, auroc=a.auroc, calibration=calibration(y, proba),
                           home_balanced_accuracy=home, home_split=home_split, drift=_drift(model, P, y, top_drift),
-                          adaptation=effect, verdict=verdict, reasons=reasons, criteria=crit)
+                          adaptation=effect, verdict=a.verdict, reasons=a.reasons, criteria=crit)

@@ -72,7 +72,7 @@ th{background:#eef3f8}caption{text-align:left;font-weight:600;padding:.2rem 0}
 {% else %}<p>No adaptation was assessed: this is the model as trained.</p>{% endif %}
 </section>
 </main>
-<footer><p class="muted">Written by medcbm {{ r.medcbm_version }} (report schema {{ r.schema_version }}). Thresholds: near chance below {{ "%.2f"|format(r.criteria.near_chance) }}; home tolerance {{ "%.2f"|format(r.criteria.home_tolerance) }}; calibration error at most {{ "%.2f"|format(r.criteria.max_ece) }}; at least {{ r.criteria.min_images }} images. This file loads nothing from outside itself.</p></footer>
+<footer><p class="muted">Written by medcbm {{ r.medcbm_version }} (report schema {{ r.schema_version }}). Thresholds: near chance below {{ "%.2f"|format(r.criteria.near_chance) }}; ready from {{ "%.2f"|format(r.criteria.ready_floor) }}; home tolerance {{ "%.2f"|format(r.criteria.home_tolerance) }}; calibration error at most {{ "%.2f"|format(r.criteria.max_ece) }}; at least {{ r.criteria.min_images }} images. This file loads nothing from outside itself.</p></footer>
 </body>
 </html>
 """

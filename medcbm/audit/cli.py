@@ -60,16 +60,20 @@ def register(app: typer.Typer) -> None:
                                       "(printed as given: leave the default to keep the institution out)"),
         baseline: Optional[Path] = typer.Option(None, "--baseline", help="compare with this model (default for an "
                                                 "adaptation: its base model)"),
+        ready_floor: float = typer.Option(0.75, "--ready-floor", help="lowest balanced accuracy called ready "
+                                          "(the use's clinical requirement)"),
         force: bool = typer.Option(False, "--force", help="replace an existing output folder"),
         cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
     ) -> None:
         """Site acceptance report: performance with intervals, calibration, concept drift, the adaptation's
         effect and a verdict (ready / adapt and re-check / do not deploy): HTML + JSON."""
+        from medcbm.audit.acceptance import AcceptanceCriteria
         from medcbm.audit.acceptance_html import HEADLINE, write_acceptance_report
         from medcbm.data.manifest import load_manifest
 
         files = write_acceptance_report(model, load_manifest(manifest).check_files(), out, force=force,
-                                        site=site_name, baseline_dir=baseline, cache_dir=cache_dir)
+                                        site=site_name, baseline_dir=baseline, cache_dir=cache_dir,
+                                        criteria=AcceptanceCriteria(ready_floor=ready_floor))
         import json
 
         doc = json.loads(files["json"].read_text())

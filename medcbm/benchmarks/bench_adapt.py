@@ -21,6 +21,7 @@ import pandas as pd
 
 from medcbm._io import json_safe
 from medcbm.adapt import ConceptEdit, create_adapter, list_adapters
+from medcbm.audit.acceptance import assess
 from medcbm.benchmarks.bench_shift import load_protocol_data
 from medcbm.data.site_split import draw_support, pool_query_split
 from medcbm.methods.registry import get_method
@@ -67,10 +68,16 @@ def run_adapt_benchmark(protocol: str, *, method: str = "cbm", seeds: list[int] 
         yp, yq, y_id = y["test_ood"][pool], y["test_ood"][query], y["test_id"]
         base_q = _score(yq, model.predict_proba_from_concepts(P_ood[query]))
         base_id = float((model.predict_proba_from_concepts(P_id).argmax(1) == y_id).mean())
+        # the site acceptance verdict on the source model, from the query (home: its test_id balanced accuracy)
+        accept = assess(yq, model.predict_proba_from_concepts(P_ood[query]),
+                        home=balanced_accuracy(y_id, model.predict_proba_from_concepts(P_id)))
         em = create_adapter(DEFAULT_ADAPTER, model).fit_concepts(P_ood[pool][:0], [], P_unlabelled=P_ood[pool]).site_
         baselines[seed] = {"query_balanced_acc": base_q[0], "query_auroc": base_q[1], "id_acc": base_id,
                            # EM's prevalence of the last class from the unlabelled pool, against the pool's truth
                            "em_prevalence": float(em.prevalence[-1]), "true_prevalence": float((yp == yp.max()).mean()),
+                           "acceptance": {"verdict": accept.verdict, "reasons": accept.reasons,
+                                          "balanced_acc_ci95": list(accept.balanced_accuracy.ci95),
+                                          "auroc_ci95": list(accept.auroc.ci95)},
                            "n_pool": len(pool), "n_query": len(query), "train_seconds": round(train_s, 2)}
         logger.info("seed %d: source %s query bal. acc %.3f, ID acc %.3f", seed, method, base_q[0], base_id)
         for k in ks:
@@ -106,6 +113,7 @@ def run_adapt_benchmark(protocol: str, *, method: str = "cbm", seeds: list[int] 
         "protocol": pdata.proto.name, "method": method, "seeds": list(pdata.splits), "ks": list(ks), "draws": draws,
         "query_frac": query_frac, "adapters": adapters + [REFERENCE],
         "source": {"query_balanced_acc": float(np.mean([b["query_balanced_acc"] for b in baselines.values()])),
+                   "acceptance_verdicts": dict(Counter(b["acceptance"]["verdict"] for b in baselines.values())),
                    "id_acc": float(np.mean([b["id_acc"] for b in baselines.values()])), "per_seed": baselines},
         "results": aggregate_draws(df, n_boot=n_boot),
         "estimate": estimate_quality(df),

@@ -77,11 +77,14 @@ def register(app: typer.Typer) -> None:
                 r = res[name]
                 console.print(f"{name:8s} n={res['n']} bal.acc={r['balanced_acc']:.3f} acc={r['acc']:.3f} "
                               f"AUROC={r['auroc']:.3f} ECE={r['ece']:.3f}")
-            for key, label in (("balanced_acc_gain", "balanced accuracy"), ("acc_gain", "accuracy")):
-                g = res[key]
-                console.print(f"gain in {label}: {g['gain']:+.3f} [95 % interval {g['ci95'][0]:+.3f}, "
-                              f"{g['ci95'][1]:+.3f}] — {g['verdict']}")
-            console.print(f"{res['changed_predictions']} of {res['n']} predictions differ")
+            if res["changed_predictions"] == 0:
+                console.print(f"the two models predict the same class on all {res['n']} images: nothing to compare")
+            else:
+                for key, label in (("balanced_acc_gain", "balanced accuracy"), ("acc_gain", "accuracy")):
+                    g = res[key]
+                    console.print(f"gain in {label}: {g['gain']:+.3f} [95 % interval {g['ci95'][0]:+.3f}, "
+                                  f"{g['ci95'][1]:+.3f}] — {g['verdict']}")
+                console.print(f"{res['changed_predictions']} of {res['n']} predictions differ")
         else:
             res = evaluate_cbm(model, m, cache_dir=cache_dir)
             console.print(f"n={res['n']} acc={res['acc']:.3f} [{res['acc_ci95'][0]:.3f}, {res['acc_ci95'][1]:.3f}] "
@@ -214,4 +217,6 @@ def _print_adaptation(fitted) -> None:
         console.print(f"leave-one-shot-out balanced accuracy: {sel.identity.balanced_acc:.3f} unadapted -> "
                       f"{sel.best.balanced_acc:.3f} best ({sel.best_params}); the best of several settings on the same "
                       f"images, so optimistic: {sel.gain:+.3f}")
-    console.print(fitted.reason_)
+    steps = getattr(fitted, "reasons_", None)
+    for line in ([r for r in steps if not r.startswith("estimated gain")] if steps is not None else [fitted.reason_]):
+        console.print(line)

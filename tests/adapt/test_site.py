@@ -98,3 +98,14 @@ def test_site_adapter_errors():
         create_adapter("site", model, prevalence="guess").fit_concepts(*new_site(4, 0))
     with pytest.raises(DataError, match="single class"):
         create_adapter("site", model).fit_concepts(*[a[:4] for a in new_site(4, 0)])
+
+
+def test_recalibrated_tfti_corrects_the_drift_before_masking():
+    model = ToyCBM()
+    P, y = drifted_site(8, 5)
+    Pq, yq = drifted_site(300, 6)
+    a = create_adapter("recalibrate_tfti", model, n_mask=(0,), n_amplify=(0,), guard=False).fit_concepts(P, y)
+    assert a.selection_.params == {"n_mask": 0, "n_amplify": 0, "factor": 1.0}  # recalibration alone
+    assert np.all(a.edit_.shift < 0) and np.allclose(a.edit_.scale, 1)  # every concept read lower again
+    unadapted = create_adapter("site", model, adapters=()).fit_concepts(P, y)
+    assert bal_acc(a.predict_proba(Pq), yq) > bal_acc(unadapted.predict_proba(Pq), yq) + 0.1

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medcbm.audit.acceptance import AcceptanceCriteria, Metric, decide
+from medcbm.audit.acceptance import AcceptanceCriteria, Metric, assess, decide
 from medcbm.errors import ConfigError
 from tests.browser import offline_page
 
@@ -39,6 +39,16 @@ def test_a_good_model_is_ready_and_a_weaker_one_is_sent_back():
     uncal = decide(Metric(value=0.84, ci95=(0.80, 0.88)), Metric(value=0.91, ci95=(0.88, 0.94)), ece=0.2, n=300,
                    home=0.85, n_classes=2, crit=CRIT)
     assert uncal[0] == "adapt and re-check" and "calibration" in uncal[1][0]
+
+
+def test_assess_on_predictions_of_a_guessing_and_a_sharp_model():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 150)
+    guess = rng.dirichlet([1, 1], len(y))
+    assert assess(y, guess, home=0.76).verdict == "do not deploy"
+    p1 = np.clip(np.where(y == 1, 0.97, 0.03) + rng.normal(0, 0.01, len(y)), 0.001, 0.999)
+    sharp = assess(y, np.c_[1 - p1, p1], home=0.9)
+    assert sharp.verdict == "ready" and sharp.balanced_accuracy.value > 0.95 and sharp.ece < 0.1
 
 
 @pytest.fixture(scope="module")
