@@ -43,3 +43,13 @@ def resources_root() -> Path:
 def resource_path(*parts: str) -> Path:
     """A path under :func:`resources_root`, e.g. ``resource_path("knowledge", "priors")``."""
     return resources_root().joinpath(*parts)
+
+
+def public_name(path: str | os.PathLike) -> str:
+    """How a file is named in outputs that leave this machine: relative to the shipped resources when it is one
+    of them (``knowledge/priors/ph2_benign_malignant.yaml``), else its file name — never an absolute path."""
+    p = Path(path)
+    try:
+        return p.resolve().relative_to(resources_root().resolve()).as_posix()
+    except (ValueError, ConfigError):
+        return p.name

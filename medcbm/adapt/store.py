@@ -5,7 +5,8 @@ records the site, the adapter and its chosen setting, the evidence (the leave-on
 adapter's unlabelled statistics and estimated gain with its interval), every concept it masked
 or amplified with its statistic, the edit itself (per-concept scale and shift, the head), the content
 hashes of the support images (never their paths or ids) and the base model's weight checksum, so it
-refuses to load on top of another model.
+refuses to load on top of another model. The file carries its own checksum and is validated (finite,
+bounded, shaped like the model) before use: :mod:`medcbm.adapt.integrity`.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from medcbm import __version__
 from medcbm._io import atomic_write_json
 from medcbm.adapt.base import Adapter
 from medcbm.adapt.edit import AdaptedCBM, ConceptEdit
+from medcbm.adapt.integrity import check_shapes, verify, with_checksum
 from medcbm.bottleneck.artifacts import load_cbm
 from medcbm.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "medcbm.adaptation/1"
+FORMAT = "medcbm.adaptation/2"  # /2 adds the checksum; /1 files are refused (re-run medcbm adapt)
 FILE = "adaptation.json"
 _SITE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -72,7 +74,7 @@ def save_adaptation(adapter: Adapter, model_dir: str | os.PathLike, *, site: str
                        "weights_sha256": base_meta["weights_sha256"]},
     }
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / FILE, doc)
+    atomic_write_json(out / FILE, with_checksum(doc))
     return out
 
 
@@ -83,8 +85,11 @@ def read_adaptation(path: str | os.PathLike) -> dict:
         doc = json.loads(f.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"{f}: not a readable adaptation file ({exc})") from None
-    if doc.get("format") != FORMAT:
-        raise ConfigError(f"{f}: unsupported adaptation format {doc.get('format')!r} (expected {FORMAT})")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        got = doc.get("format") if isinstance(doc, dict) else None
+        raise ConfigError(f"{f}: unsupported adaptation format {got!r} (expected {FORMAT}: files without a "
+                          "checksum are not used); re-run medcbm adapt")
+    verify(doc, f)
     return doc
 
 
@@ -105,6 +110,8 @@ def load_model(path: str | os.PathLike):
                         "re-run medcbm adapt on this model")
     if list(doc["concepts"]) != list(base.concept_names_) or list(doc["classes"]) != list(base.classes):
         raise DataError(f"{p / FILE}: concepts or classes differ from the base model's")
+    check_shapes(doc, n_classes=len(base.classes), n_concepts=len(base.concept_names_),
+                 path=p / FILE)
     model = AdaptedCBM(base, ConceptEdit.from_json(doc["edit"]), site=doc["site"])
     return model, {**meta, "adaptation": doc}
 

@@ -6,9 +6,25 @@ metrics. No path, case id, site name or patient attribute is written.
 
 from __future__ import annotations
 
+import html
+import re
+
 import yaml
 
 from medcbm.audit.schema import AuditReport
+
+# Markdown that a renderer would turn into a link, image, emphasis or code span; HTML is escaped separately
+_MD_ACTIVE = re.compile(r"([\\`*\[\]!|])")
+
+
+def md(text: object) -> str:
+    """User text (class, concept, model names) as inert Markdown: no HTML, no links, one line."""
+    s = html.escape(" ".join(str(text).split()), quote=False)
+    return _MD_ACTIVE.sub(r"\\\1", s)
+
+
+def md_list(items) -> str:
+    return ", ".join(md(x) for x in items)
 
 
 def _metric_rows(report: AuditReport) -> list[dict]:
@@ -47,6 +63,13 @@ def head_training(info: dict) -> str:
     return how
 
 
+def _prior(source: str | list[str] | None) -> str:
+    if not source:
+        return "none"
+    return md("mined from the concept bank" if source == "bank" else
+              ", ".join([source] if isinstance(source, str) else source))
+
+
 def model_card(report: AuditReport) -> str:
     """Markdown with YAML front matter (``library_name``, ``tags``, ``model-index`` metrics)."""
     m = report.model
@@ -64,14 +87,14 @@ def model_card(report: AuditReport) -> str:
     contra = [w.concept for w in report.weights if any(a == "contradicts" for a in w.agreement.values())]
     lines = [
         "---", front.rstrip(), "---", "",
-        f"# Model card: {m.name or 'medcbm concept bottleneck model'}", "",
+        f"# Model card: {md(m.name) if m.name else 'medcbm concept bottleneck model'}", "",
         "## Model details", "",
         f"- **Type:** knowledge-grounded concept bottleneck model (image features → {len(m.concepts)} clinical "
         f"concepts → linear layer constrained by a class–concept prior), artifact format `{m.format}`, "
         f"medcbm {m.medcbm_version or 'unknown'}.",
-        f"- **Classes:** {', '.join(m.classes)}.",
-        f"- **Backbone:** `{m.backbone}`; weights sha256 `{m.weights_sha256}`.",
-        f"- **Prior:** {m.prior_source if m.prior_source else 'none'}.",
+        f"- **Classes:** {md_list(m.classes)}.",
+        f"- **Backbone:** {md(m.backbone)}; weights sha256 `{m.weights_sha256}`.",
+        f"- **Prior:** {_prior(m.prior_source)}.",
         f"- **Site adjustment:** {'yes, ' + str(m.n_site_groups) + ' site group(s)' if m.site_adjusted else 'no'}.",
         f"- **Head training:** {head_training(m.head_training)}.",
         "",
@@ -79,14 +102,14 @@ def model_card(report: AuditReport) -> str:
         "Research use: decision support whose every prediction is explained by clinical concepts a reader can "
         "check and correct. Not a medical device; not validated for diagnosis.", "",
         "## Concepts", "",
-        f"Most important on the audit data: {', '.join(top) or '–'}.",
+        f"Most important on the audit data: {md_list(top) or '–'}.",
         f"Concepts without a concept-bank entry (no citable passage): "
-        f"{', '.join(m.concepts_without_bank_entry) or 'none'}.",
-        f"Concepts whose learned weight contradicts the clinical prior: {', '.join(contra) or 'none'}.", "",
+        f"{md_list(m.concepts_without_bank_entry) or 'none'}.",
+        f"Concepts whose learned weight contradicts the clinical prior: {md_list(contra) or 'none'}.", "",
         "## Evaluation", "",
     ]
     for r in _metric_rows(report):
-        lines.append(f"- {r['name']}: {r['value']}")
+        lines.append(f"- {md(r['name'])}: {r['value']}")
     if report.calibration:
         lines.append(f"- expected calibration error on the audit manifest: {report.calibration.ece:.4f}")
     if report.interventions:

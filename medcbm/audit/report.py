@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from medcbm import __version__
+from medcbm._resources import public_name
 from medcbm.audit.explain import bank_links, explain_from_concepts
 from medcbm.audit.global_view import activation_view, calibration, concept_weights
 from medcbm.audit.interventions import concept_ablation, intervention_curves, what_if
@@ -114,9 +115,16 @@ def _model_summary(model, meta: dict) -> ModelSummary:
                         classes=list(model.classes), concepts=list(model.concept_names_),
                         concepts_without_bank_entry=[k for k in model.concept_names_ if not links.get(k)],
                         backbone=meta["backbone"]["name"], weights_sha256=meta.get("weights_sha256", ""),
-                        prior_source=recipe.get("prior_source"), site_adjusted=offsets is not None,
+                        prior_source=_prior_names(recipe.get("prior_source")), site_adjusted=offsets is not None,
                         n_site_groups=len(offsets.groups) if offsets is not None else 0, training_metrics=metrics,
                         head_training=meta.get("fit_info") or {})
+
+
+def _prior_names(source: str | list[str] | None) -> str | list[str] | None:
+    """Prior files by name only: models saved before medcbm named them recorded where they lay on disk."""
+    if source is None or source == "bank":
+        return source
+    return [public_name(s) for s in ([source] if isinstance(source, str) else source)]
 
 
 def _adaptations(model_dir, meta: dict, *, raw_sites: bool) -> list[AdaptationSummary]:

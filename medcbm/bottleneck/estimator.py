@@ -55,7 +55,18 @@ class ConceptClassifierMixin:
     base model and adapted models)."""
 
     def predict_proba_from_concepts(self, P: np.ndarray) -> np.ndarray:
-        return softmax(self.decision_function_from_concepts(P))
+        """Class probabilities ``(n, C)``; never non-finite (a NaN would be written out as a silent "benign").
+
+        Raises:
+            DataError: some rows came out non-finite (naming the first rows).
+        """
+        proba = softmax(self.decision_function_from_concepts(P))
+        bad = np.flatnonzero(~np.isfinite(proba).all(1))
+        if bad.size:
+            raise DataError(f"the model gave non-finite probabilities for {bad.size} of {len(proba)} images (rows "
+                            f"{', '.join(map(str, bad[:5]))}); nothing was written — check those image files and, "
+                            "for an adapted model, re-run medcbm adapt")
+        return proba
 
     def predict_proba(self, X: np.ndarray, groups=None) -> np.ndarray:
         return self.predict_proba_from_concepts(self.predict_concepts(X, groups))

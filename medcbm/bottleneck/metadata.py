@@ -34,10 +34,13 @@ def model_groups(model, frame: pd.DataFrame, meta: dict) -> np.ndarray | None:
 
 
 def label_indices(frame: pd.DataFrame, meta: dict) -> np.ndarray:
-    """Class index per row under the model's stored label map; -1 where the label is not one it knows."""
+    """Class index per row under the model's stored label map, or a class name itself (a manifest written by
+    ``predict`` or ``split-site``); -1 where the label is neither. A raw label the map assigns wins over a class
+    name spelled the same."""
     classes = meta["classes"]
     label_map = (meta.get("provenance") or {}).get("label_map") or {c: [c] for c in classes}
-    raw_to = {str(r): i for i, c in enumerate(classes) for r in label_map.get(c, [c])}
+    raw_to = {str(c): i for i, c in enumerate(classes)}
+    raw_to.update({str(r): i for i, c in enumerate(classes) for r in label_map.get(c, [c])})
     return frame["label"].astype(str).map(lambda v: raw_to.get(v, -1)).to_numpy(int)
 
 

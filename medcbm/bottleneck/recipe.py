@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from medcbm._io import sha256_file
+from medcbm._resources import public_name
 from medcbm.bottleneck.config import AnnotationSource, CBMConfig
 from medcbm.bottleneck.estimator import KnowledgeCBM
 from medcbm.bottleneck.grounders import (GroundingContext, bank_prefixes, build_grounder, concept_backbone,
@@ -58,7 +59,8 @@ def resolve_prior(cfg: CBMConfig, classes: Sequence[str]) -> tuple[dict | None, 
     if unknown:
         raise ConfigError(f"prior {[str(f) for f in files]} names classes {unknown}; the model's classes are "
                           f"{list(classes)} (map your labels onto the prior's classes with a label map)")
-    return prior, {"prior_source": [str(f) for f in files], "prior_sha256": [sha256_file(f) for f in files],
+    # named, not located: the model card and audit must not carry this machine's paths (the hash identifies it)
+    return prior, {"prior_source": [public_name(f) for f in files], "prior_sha256": [sha256_file(f) for f in files],
                    "prior_references": refs}
 
 

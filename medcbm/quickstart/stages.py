@@ -87,7 +87,8 @@ def train_stage(ctx: JourneyContext) -> TrainResult:
     from medcbm.workflows.train import train_cbm
 
     cfg = TrainConfig(name="cbm", out_dir=str(ctx.model_dir), data=DataConfig(protocol=PROTOCOL, seed=ctx.seed))
-    model, prov = train_cbm(cfg, data_root=ctx.data_root, cache_dir=ctx.cache_dir, progress=ctx.progress)
+    # the quickstart's workspace is its own: each run retrains it from scratch
+    model, prov = train_cbm(cfg, data_root=ctx.data_root, cache_dir=ctx.cache_dir, progress=ctx.progress, force=True)
     cbm = _scores(prov["metrics"])
     pdata = load_protocol_data(PROTOCOL, seeds=[ctx.seed], data_root=ctx.data_root, cache_dir=ctx.cache_dir,
                                progress=ctx.progress)

@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
         val_manifest: Optional[Path] = typer.Option(None, "--val-manifest", help="separate validation manifest"),
         protocol: Optional[str] = typer.Option(None, "--protocol", help="a shipped protocol (its split for --seed)"),
         model_name: str = typer.Option("cbm", "--model", help="recipe: a method of configs/methods (cbm, cxr_cbm_reports)"),
-        name: Optional[str] = typer.Option(None, "--name", help="model name (output folder runs/models/NAME)"),
+        name: Optional[str] = typer.Option(None, "--name", help="model name (output folder runs/models/NAME); "
+                                           "overrides the config's name"),
+        force: bool = typer.Option(False, "--force", help="replace a model already saved under this name"),
         seed: int = typer.Option(0, "--seed"),
         data_root: Optional[Path] = typer.Option(None, "--data-root"),
         cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
@@ -40,12 +42,15 @@ def register(app: typer.Typer) -> None:
 
         if config is not None:
             cfg = load_train_config(config)
+            if name is not None:
+                cfg = validate_model(TrainConfig, {**cfg.model_dump(), "name": name, "out_dir": _named_out_dir(cfg)},
+                                     "--name")
         else:
             data = {"manifest": manifest and str(manifest), "split": split, "protocol": protocol, "seed": seed,
                     "train_manifest": train_manifest and str(train_manifest), "val_manifest": val_manifest and str(val_manifest)}
             cfg = validate_model(TrainConfig, {"name": name or "model", "model": model_name,
                                           "data": {k: v for k, v in data.items() if v is not None}}, "train options")
-        model, prov = train_cbm(cfg, data_root=data_root, cache_dir=cache_dir)
+        model, prov = train_cbm(cfg, data_root=data_root, cache_dir=cache_dir, force=force)
         t = Table(title=f"{cfg.name}: {len(model.concept_names_)} concepts")
         for col in ("split", "acc", "AUROC", "ECE"):
             t.add_column(col)
@@ -61,17 +66,22 @@ def register(app: typer.Typer) -> None:
         manifest: Path = typer.Option(..., "--manifest", help="labelled manifest (.csv/.parquet)"),
         baseline: Optional[Path] = typer.Option(None, "--baseline",
                                                 help="compare with this model (e.g. the base of an adaptation), paired"),
+        split: Optional[str] = typer.Option(None, "--split", help="score only the images that formed this split "
+                                            "at training (test, val), found in --manifest by content"),
         json_path: Optional[Path] = typer.Option(None, "--json", help="write the metrics here"),
         cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
     ) -> None:
         """Accuracy, AUROC, ECE with bootstrap CIs, per site/sex/age; with --baseline, the paired gain over it."""
         from medcbm._io import atomic_write_json
         from medcbm.data.manifest import load_manifest
+        from medcbm.errors import ConfigError
         from medcbm.workflows.compare import compare_models
         from medcbm.workflows.train import evaluate_cbm
 
         m = load_manifest(manifest).check_files()
         if baseline is not None:
+            if split is not None:
+                raise ConfigError("--split and --baseline together are not supported: cut the split out first")
             res = compare_models(model, baseline, m, cache_dir=cache_dir, measured_on=f"manifest {manifest.name}")
             for name in ("baseline", "model"):
                 r = res[name]
@@ -86,8 +96,8 @@ def register(app: typer.Typer) -> None:
                                   f"{g['ci95'][1]:+.3f}] — {g['verdict']}")
                 console.print(f"{res['changed_predictions']} of {res['n']} predictions differ")
         else:
-            res = evaluate_cbm(model, m, cache_dir=cache_dir)
-            console.print(f"n={res['n']} acc={res['acc']:.3f} [{res['acc_ci95'][0]:.3f}, {res['acc_ci95'][1]:.3f}] "
+            res = evaluate_cbm(model, m, split=split, cache_dir=cache_dir)
+            console.print(f"{res['split']}: n={res['n']} acc={res['acc']:.3f} [{res['acc_ci95'][0]:.3f}, {res['acc_ci95'][1]:.3f}] "
                           f"AUROC={res['auroc']:.3f} ECE={res['ece']:.3f}")
             for site, sm in res["subgroups"].get("site", {}).items():
                 console.print(f"  site {site}: n={sm['n']} acc={sm['acc']:.3f}")
@@ -135,6 +145,13 @@ def register(app: typer.Typer) -> None:
         atomic_write_bytes(out, safe_csv_bytes(df))
         console.print(df[["id", "prediction", "top_concepts"]].head(10).to_string(index=False))
         console.print(f"wrote {out} ({len(df)} rows)")
+
+
+def _named_out_dir(cfg) -> str:
+    """The config's output folder for another name: its ``{name}`` pattern, or the default when it is fixed."""
+    from medcbm.workflows.config import TrainConfig
+
+    return cfg.out_dir if "{name}" in cfg.out_dir else TrainConfig.model_fields["out_dir"].default
 
 
 def register_adapt(app: typer.Typer) -> None:

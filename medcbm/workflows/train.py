@@ -21,6 +21,7 @@ from medcbm.bottleneck.grounders import GroundingContext, concept_backbone
 from medcbm.bottleneck.recipe import fit_cbm
 from medcbm.data.manifest import Manifest
 from medcbm.data.samples import LabelledSplit
+from medcbm.errors import ConfigError
 from medcbm.metrics import split_metrics, subgroup_metrics
 from medcbm.workflows.config import TrainConfig
 from medcbm.workflows.data import training_data
@@ -29,12 +30,20 @@ logger = logging.getLogger(__name__)
 
 
 def train_cbm(cfg: TrainConfig, *, data_root=None, cache_dir: str | os.PathLike | None = "runs/cache/features",
-              progress: bool = True) -> tuple[KnowledgeCBM, dict]:
+              progress: bool = True, force: bool = False) -> tuple[KnowledgeCBM, dict]:
     """Train the config's CBM recipe on its data, score every split, and save the artifact.
+
+    Args:
+        force: replace a model already saved in the output folder (its adaptations stop loading).
 
     Returns:
         ``(model, provenance)``; provenance (also in ``model.json``) records the data, split and grounding.
+
+    Raises:
+        ConfigError: the output folder already holds a model and ``force`` is not set (checked before training).
     """
+    out = cfg.resolved_out_dir()
+    check_can_write_model(out, force=force)
     recipe = cfg.recipe()
     data = training_data(cfg.data, data_root=data_root)
     ctx = GroundingContext(data_root=data_root, cache_dir=cache_dir, progress=progress)
@@ -59,11 +68,23 @@ def train_cbm(cfg: TrainConfig, *, data_root=None, cache_dir: str | os.PathLike 
         "metrics": metrics,
         # content hashes (not ids or paths) let `medcbm adapt` warn when a support image was trained on
         "train_image_sha256": short_keys(feats.keys[:n_fit]),
+        # ... and `medcbm evaluate --split test` find the held-out images again in the user's manifest
+        "split_image_sha256": {s: short_keys(k) for s, k in zip(frames, np.split(np.asarray(feats.keys), ends[:-1]))
+                               if s != "train"},
     }
-    out = cfg.resolved_out_dir()
     save_cbm(model, out, backbone=spec, provenance=provenance)
     atomic_write_json(out / "metrics.json", metrics)
     return model, provenance
+
+
+def check_can_write_model(out: Path, *, force: bool) -> None:
+    """Refuse to replace a saved model silently: its adaptations are tied to its weights."""
+    if force or not (out / "model.json").is_file():
+        return
+    n = len(list((out / "adaptations").glob("*/adaptation.json")))
+    extra = f" and its {n} adaptation(s) would stop loading" if n else ""
+    raise ConfigError(f"{out} already holds a trained model{extra}; pass --force to replace it, or choose "
+                      "another --name")
 
 
 def short_keys(keys: list[str]) -> list[str]:
@@ -79,21 +100,56 @@ def _grounding_provenance(model: KnowledgeCBM) -> dict:
     return {"kind": model.grounder.kind, "sources": sources or None, **probe_summary(model.grounder)}
 
 
-def evaluate_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=None, progress: bool = True) -> dict:
-    """Accuracy/AUROC/ECE with CIs and per-subgroup results of a saved model (or adaptation) on a labelled manifest."""
+def evaluate_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, split: str | None = None, cache_dir=None,
+                 progress: bool = True) -> dict:
+    """Accuracy/AUROC/ECE with CIs and per-subgroup results of a saved model (or adaptation) on a labelled manifest.
+
+    Args:
+        split: score only the manifest's images that formed this split at training (``test``, ``val``, or a
+            named test set), found by content hash — e.g. the test set of an automatic split.
+    """
     model, meta = load_model(model_dir)
     spec = backbone_from_meta(meta)
-    manifest, y = mapped_labels(manifest, meta)
+    if split is None:
+        mapped_labels(manifest, meta)  # a bad label is reported before any image is read
     warn_foreign_modality(manifest.frame, meta)
-    X = extract_features(manifest, spec, cache_dir=cache_dir, progress=progress).X
+    feats = extract_features(manifest, spec, cache_dir=cache_dir, progress=progress)
+    X, manifest = feats.X, feats.manifest
+    if split is not None:
+        keep = split_rows(meta, split, feats.keys, source=manifest.source)
+        X, manifest = X[keep], manifest.subset(keep)
+    manifest, y = mapped_labels(manifest, meta)
     ood = check_domain(model, X)
     proba = model.predict_proba(X, model_groups(model, manifest.frame, meta))
     res = split_metrics(y, proba)
     # how many images lie beyond the training 99th percentile of feature distance (None: the model cannot say)
     res["n_unlike_training"] = None if ood is None else int((ood > 1.0).sum())
     res["subgroups"] = subgroup_metrics(y, proba, manifest.frame)
-    res["model"] = str(model_dir)
+    res["model"] = Path(model_dir).name
+    res["split"] = split or "the whole manifest"
     return res
+
+
+def split_rows(meta: dict, split: str, keys: list[str], *, source=None) -> np.ndarray:
+    """Rows of a manifest (by image content hash) that formed ``split`` when the model was trained.
+
+    Raises:
+        ConfigError: the model did not record that split (the message lists the ones it did).
+        DataError: none of the manifest's images belong to it.
+    """
+    stored = ((meta.get("provenance") or {}).get("split_image_sha256")) or {}
+    if split not in stored:
+        have = ", ".join(stored) or "none (trained before medcbm recorded them; retrain to get them)"
+        raise ConfigError(f"--split {split}: the model records the images of these splits: {have}")
+    want = set(stored[split])
+    keep = np.flatnonzero([k in want for k in short_keys(keys)])
+    if not len(keep):
+        raise DataError(f"none of this manifest's images were in the model's {split} split; pass the manifest the "
+                        "model was trained from", path=source)
+    if len(keep) < len(want):
+        logger.warning("%d of the %d images of the %s split were found in the manifest; scoring those",
+                       len(keep), len(want), split)
+    return keep
 
 
 def predict_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=None, top_k: int = 3,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from html import unescape
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -78,11 +79,17 @@ def test_report_files_carry_the_same_data(written, audit_model):
     assert len(html) < 10e6
 
 
-def test_no_raw_id_path_or_site_name_in_any_output(written, audit_manifest):
+def test_no_raw_id_path_or_site_name_in_any_output(written, audit_manifest, audit_model, data_root):
+    import medcbm
+    from medcbm._resources import resources_root
+
     files, frame = written
     texts = {k: p.read_text() for k, p in files.items()}
     secrets = list(frame["id"]) + list(frame["patient_id"]) + list(frame["image"]) + sorted(set(frame["site"]))
     secrets += [str(audit_manifest[0]), str(audit_manifest[0].parent)]
+    # this machine: where medcbm is installed, its shipped resources (prior files), the data, the model folder
+    secrets += [str(Path(medcbm.__file__).resolve().parents[1]), str(resources_root()), str(Path(data_root).resolve()),
+                str(audit_model)]
     for kind, text in texts.items():
         leaked = [s for s in secrets if s in text]
         assert not leaked, f"{kind} leaks {leaked[:3]}"
@@ -116,6 +123,25 @@ def test_model_card_follows_hugging_face_conventions(written):
     assert card.data.library_name == "medcbm" and "concept-bottleneck-model" in card.data.tags
     assert card.data.to_dict()["model-index"][0]["results"][0]["metrics"]
     assert "## Intended use" in card.text and "no citable passage" in card.text
+
+
+def test_model_card_escapes_user_text(written):
+    """Class and concept names come from the user's labels and files: a Markdown viewer must not run them."""
+    from markdown_it import MarkdownIt
+
+    from medcbm.audit.modelcard import model_card
+    from medcbm.audit.schema import AuditReport
+
+    files, _ = written
+    report = AuditReport.model_validate(json.loads(files["json"].read_text()))
+    hostile = ["<img src=x onerror=alert(1)>", "[click](javascript:alert(2))"]
+    model = report.model.model_copy(update={"classes": hostile, "name": "<script>alert(3)</script>",
+                                            "concepts_without_bank_entry": ["`code` *x* | y"]})
+    card = model_card(report.model_copy(update={"model": model}))
+    html = MarkdownIt("commonmark").render(card.split("---", 2)[2])  # the body, as a viewer renders it
+    assert "<img" not in html and "<script" not in html and "javascript:" not in html.replace("(javascript:", "")
+    assert "<a " not in html and "`code` *x* | y" in html  # shown as typed, not as code or emphasis
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "[click](javascript:alert(2))" in html
 
 
 def test_cli_writes_and_refuses_an_existing_folder(audit_model, audit_manifest, feature_cache, tmp_path):

@@ -186,3 +186,50 @@ def test_the_users_loop_split_adapt_on_unlabelled_too_and_compare(site_model, fe
     r = medcbm("split-site", "--model", d / "model", "--manifest", tmp_path / "site.csv", "--k", "60", "--out-dir",
                tmp_path / "s2")
     assert r.returncode == 2 and "k = 60" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("tamper, message", [
+    ("nan", "field 'edit.scale.0'"),
+    ("huge", "beyond ±1000"),
+    ("short_resigned", "edit.scale has"),
+    ("nudged", "checksum mismatch"),
+    ("old_format", "expected medcbm.adaptation/2"),
+])
+def test_a_tampered_adaptation_is_refused_before_any_prediction(site_model, feature_cache, tmp_path, capsys,
+                                                               monkeypatch, tamper, message):
+    import shutil
+
+    from medcbm.adapt.integrity import with_checksum
+    from tests.test_cli import run_main
+
+    d, _ = site_model
+    _, path = adapt_cbm(d / "model", load_manifest(d / "support.csv"), site=f"t-{tamper}", adapter="mask", n_mask=2,
+                        guard=False, cache_dir=feature_cache, progress=False)
+    doc = json.loads((path / "adaptation.json").read_text())
+    if tamper == "nan":
+        doc["edit"]["scale"][0] = float("nan")  # json.dumps writes NaN, which json.loads reads back
+    elif tamper == "huge":
+        doc["edit"]["scale"][1] = 1e30
+    elif tamper == "short_resigned":  # a shorter vector with a recomputed checksum: the shape check catches it
+        doc["edit"]["scale"] = doc["edit"]["scale"][:-1]
+        doc = with_checksum(doc)
+    elif tamper == "nudged":  # finite, in range, but not what medcbm wrote
+        doc["edit"]["shift"][0] += 0.5
+    else:
+        doc["format"] = "medcbm.adaptation/1"
+    (path / "adaptation.json").write_text(json.dumps(doc))
+    out = tmp_path / "pred.csv"
+    code, err = run_main(capsys, monkeypatch, "predict", "--model", path, "--manifest", d / "query.csv",
+                         "-o", out, "--cache-dir", feature_cache)
+    assert code != 0 and message in err and "adaptation.json" in err, err
+    assert len(err.strip().splitlines()) <= 2 and not out.exists()
+    shutil.rmtree(path)
+
+
+def test_non_finite_probabilities_are_never_returned(site_model):
+    d, _ = site_model
+    model, _ = load_cbm(d / "model")
+    P = np.full((3, len(model.concept_names_)), 0.5)
+    P[1, 0] = np.nan
+    with pytest.raises(DataError, match=r"non-finite probabilities for 1 of 3 images \(rows 1\)"):
+        model.predict_proba_from_concepts(P)

@@ -180,3 +180,48 @@ def test_prior_naming_unknown_concepts(ph2_features, tmp_path):
     check_prior_concepts(cfg, {"malignant": {"streaks": 1}, "benign": {"streaks": -1}}, probes)
     with pytest.raises(ConfigError, match=r"names concepts \['streak'\] that no grounding source provides"):
         check_prior_concepts(cfg, {"malignant": {"streak": 1}}, probes)
+
+
+def test_name_force_and_the_auto_splits_test_set_again(own_manifest, data_root, feature_cache, tmp_path, capsys,
+                                                      monkeypatch):
+    """`train -c` honours --name, never replaces a model without --force, and `evaluate --split test` scores the
+    automatic split's test images again (found in the same manifest by content) with the training-time numbers."""
+    from tests.test_cli import run_main
+
+    path, df = own_manifest
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"name: first\nout_dir: '{tmp_path}/models/{{name}}'\nmodel: cbm_ph2_only\n"
+                   f"overrides: {{grounding: {{backbone: efficientnet_lite0}}}}\n"
+                   f"data: {{manifest: '{path}', split: auto, seed: 1}}\n")
+    train = ["train", "-c", cfg, "--data-root", data_root, "--cache-dir", feature_cache]
+    code, err = run_main(capsys, monkeypatch, *train, "--name", "second")
+    assert code == 0, err
+    assert (tmp_path / "models/second/model.json").is_file() and not (tmp_path / "models/first").exists()
+    model_json = (tmp_path / "models/second/model.json").read_bytes()
+    code, err = run_main(capsys, monkeypatch, *train, "--name", "second")
+    assert code != 0 and "already holds a trained model" in err and "--force" in err
+    assert (tmp_path / "models/second/model.json").read_bytes() == model_json  # refused before training
+
+    meta = json.loads(model_json)
+    out = tmp_path / "eval.json"
+    code, err = run_main(capsys, monkeypatch, "evaluate", "-m", tmp_path / "models/second", "--manifest", path,
+                         "--split", "test", "--json", out, "--cache-dir", feature_cache)
+    assert code == 0, err
+    res, trained = json.loads(out.read_text()), meta["provenance"]["metrics"]["test"]
+    assert res["n"] == trained["n"] == len(meta["provenance"]["split_image_sha256"]["test"]) > 0
+    assert res["n"] < len(df) and abs(res["acc"] - trained["acc"]) < 1e-9 and abs(res["auroc"] - trained["auroc"]) < 1e-9
+    assert str(tmp_path) not in out.read_text()
+    code, err = run_main(capsys, monkeypatch, "evaluate", "-m", tmp_path / "models/second", "--manifest", path,
+                         "--split", "nope", "--cache-dir", feature_cache)
+    assert code != 0 and "records the images of these splits: test, val" in err
+    code, err = run_main(capsys, monkeypatch, *train, "--name", "second", "--force")
+    assert code == 0, err
+
+
+def test_labels_may_be_raw_or_class_names():
+    from medcbm.bottleneck.metadata import label_indices
+
+    meta = {"classes": ["benign", "malignant"],
+            "provenance": {"label_map": {"benign": ["nv", "bkl"], "malignant": ["mel", "benign"]}}}
+    y = label_indices(pd.DataFrame({"label": ["nv", "mel", "malignant", "benign", "vasc"]}), meta)
+    assert y.tolist() == [0, 1, 1, 1, -1]  # 'benign' is a raw label the map sends to malignant: the map wins
