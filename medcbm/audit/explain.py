@@ -32,14 +32,23 @@ class _Frozen(BaseModel):
 
 
 class Citation(_Frozen):
-    """One passage a concept's class association was drawn from."""
+    """One passage cited for a concept.
 
-    class_key: str
+    Attributes:
+        class_key, prior: the bank class and prior sign the sentence was evidence for (older banks).
+        stance, qualifier: the class the passage argues for, or ``depends`` with what it depends on.
+        support: per model class, +1 the passage argues for it, −1 for another class, 0 neither.
+    """
+
+    class_key: str = ""
     prior: int | None = None
     doc_id: str
     chunk_id: str
     sentence: str
     reference: str | None = None
+    stance: str | None = None
+    qualifier: str | None = None
+    support: dict[str, int] = {}
 
 
 class BankLink(_Frozen):
@@ -64,6 +73,8 @@ class ConceptExplanation(_Frozen):
         agreement: whether the learned weight for the predicted class has the prior's sign.
         near_boundary: the activation is within :data:`CONCEPT_BOUNDARY` of 0.5 (the probe is unsure).
         links: bank entries (question, passages); empty when the concept has none.
+        citation: the passage shown for this case, chosen by :func:`choose_citations`.
+        counter_citation: a passage arguing the other way, shown labelled as such (``None`` when there is none).
     """
 
     concept: str
@@ -76,6 +87,8 @@ class ConceptExplanation(_Frozen):
     near_boundary: bool
     has_bank_entry: bool
     links: list[BankLink] = []
+    citation: Citation | None = None
+    counter_citation: Citation | None = None
 
     @property
     def question(self) -> str:
@@ -143,13 +156,39 @@ def bank_links(model, concept: str) -> list[BankLink]:
         try:
             cites = [Citation(class_key=str(e.get("class", "")), prior=e.get("prior"), doc_id=str(e["doc_id"]),
                               chunk_id=str(e.get("chunk_id", "")), sentence=str(e.get("sentence", "")),
-                              reference=refs.get(str(e["doc_id"]))) for e in entry.get("evidence") or []]
+                              reference=e.get("reference") or refs.get(str(e["doc_id"])), stance=e.get("stance"),
+                              qualifier=e.get("qualifier") or None,
+                              support={str(k): int(v) for k, v in (e.get("support") or {}).items()})
+                     for e in entry.get("evidence") or []]
             out.append(BankLink(bank=str(entry["bank"]), concept_id=str(entry["concept_id"]),
                                 name=str(entry.get("name", entry["concept_id"])),
                                 question=str(entry.get("question", "")), citations=cites))
         except (KeyError, TypeError, AttributeError) as exc:
             logger.warning("concept '%s': skipping a malformed bank link (%s)", concept, type(exc).__name__)
     return out
+
+
+def choose_citations(links: Sequence[BankLink], cls: str, direction: int) -> tuple[Citation | None, Citation | None]:
+    """The passage to cite for a concept whose weight for class ``cls`` has sign ``direction``, and a counter-passage.
+
+    The cited passage argues what the weight says: for ``cls`` when ``direction`` is +1, for another class
+    when −1 (the concept's absence then speaks for ``cls``), and ``depends`` when 0. The counter-passage argues
+    the opposite. Citations without stance (older banks) are shown in bank order, with no counter-passage.
+
+    Returns:
+        ``(citation, counter)``; either may be ``None``.
+    """
+    cites = [c for link in links for c in link.citations]
+    if not cites:
+        return None, None
+    if not any(c.support for c in cites):
+        return cites[0], None
+    def sign(c: Citation) -> int:
+        return c.support.get(cls, 0)
+    # an agreeing passage, else one that says "it depends" (never a contradicting one as the cited passage)
+    agreeing = [c for c in cites if sign(c) == direction] or [c for c in cites if sign(c) == 0]
+    counter = next((c for c in cites if direction and sign(c) == -direction), None)
+    return (agreeing[0] if agreeing else None), counter
 
 
 def prior_agreement(weight: float, prior: float | None) -> Agreement:
@@ -195,6 +234,10 @@ def explain_from_concepts(model, P: np.ndarray, *, case_ids: Sequence[str],
         c, s = int(pred[i]), int(second[i])
         concepts = []
         for j, k in enumerate(names):
+            # the weight's sign says what the concept argues for this class (the prior's when the weight is 0)
+            w = float(model.W_[c, j])
+            direction = int(np.sign(w)) if abs(w) > 1e-6 else (0 if prior is None else int(np.sign(prior[c, j])))
+            cite, counter = choose_citations(links[k], classes[c], direction)
             concepts.append(ConceptExplanation(
                 concept=k, display_name=links[k][0].name if links[k] else k.replace("_", " "),
                 probability=float(P[i, j]),
@@ -203,7 +246,7 @@ def explain_from_concepts(model, P: np.ndarray, *, case_ids: Sequence[str],
                 prior=None if prior is None else {classes[a]: int(prior[a, j]) for a in range(len(classes))},
                 agreement=prior_agreement(float(model.W_[c, j]), None if prior is None else float(prior[c, j])),
                 near_boundary=bool(abs(P[i, j] - 0.5) < CONCEPT_BOUNDARY),
-                has_bank_entry=bool(links[k]), links=links[k]))
+                has_bank_entry=bool(links[k]), links=links[k], citation=cite, counter_citation=counter))
         concepts.sort(key=lambda e: -abs(e.margin_contribution))
         truth = None if y is None else classes[int(y[i])]
         out.append(CaseExplanation(

@@ -162,8 +162,8 @@ alt="Occlusion map of {{ names.get(concept, concept) }} on {{ e.case }}: red cel
 {% for k in e.concepts[:top_rows] %}<tr><th scope="row">{{ k.display_name }}</th><td>{{ "%.2f"|format(k.probability) }}{% if k.near_boundary %} (uncertain){% endif %}</td>
 <td><span class="bar {{ 'pos' if k.margin_contribution > 0 else 'neg' }}" style="width:{{ (60 * (k.margin_contribution|abs) / scale)|round(1) }}px" aria-hidden="true"></span> {{ "%+.2f"|format(k.margin_contribution) }}</td>
 <td class="{{ k.agreement }}">{{ k.agreement }}</td>
-<td>{% if k.links %}{{ k.links[0].question }}{% for l in k.links[:1] %}{% for ci in l.citations[:1] %}<details><summary>cited passage ({{ l.bank }}, {{ ci.doc_id }})</summary>
-<blockquote>{{ ci.sentence }}</blockquote>{% if ci.reference %}<p class="muted">{{ ci.reference }}</p>{% endif %}<p class="muted">chunk {{ ci.chunk_id }}</p></details>{% endfor %}{% endfor %}
+<td>{% if k.links %}{{ k.links[0].question }}{% for label, ci in [("cited passage", k.citation), ("counter-passage", k.counter_citation)] if ci %}<details><summary>{{ label }} ({{ k.links[0].bank }}, {{ ci.doc_id }}{% if ci.stance %}; argues for {{ ci.stance }}{% endif %})</summary>
+<blockquote>{{ ci.sentence }}</blockquote>{% if ci.qualifier %}<p class="muted">depends on: {{ ci.qualifier }}</p>{% endif %}{% if ci.reference %}<p class="muted">{{ ci.reference }}</p>{% endif %}<p class="muted">chunk {{ ci.chunk_id }}</p></details>{% endfor %}
 {% else %}<span class="muted">“{{ k.concept }}” has no concept-bank entry: no question or passage to cite.</span>{% endif %}</td></tr>{% endfor %}</table>
 {% if c.what_if %}<table><caption>What if a concept were flipped</caption><tr><th scope="col">concept</th><th scope="col">from → to</th><th scope="col">prediction</th></tr>
 {% for w in c.what_if %}<tr><td>{{ names.get(w.concept, w.concept) }}</td><td>{{ "%.2f"|format(w.from_value) }} → {{ "%.0f"|format(w.to_value) }}</td>

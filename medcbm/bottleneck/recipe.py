@@ -75,25 +75,38 @@ def check_prior_concepts(cfg: CBMConfig, prior: dict | None, grounder) -> None:
                           f"(they provide {sorted(known)}); fix the names or the sources")
 
 
-def concept_links(cfg: CBMConfig, concepts: Sequence[str]) -> dict[str, list[dict]]:
-    """Per model concept, the bank entries grounded to it (id, question, evidence passages) — for audits."""
+def concept_links(cfg: CBMConfig, concepts: Sequence[str], classes: Sequence[str] = ()) -> dict[str, list[dict]]:
+    """Per model concept, the bank entries grounded to it (id, question, evidence passages) — for audits.
+
+    A bank entry's stance-labelled citations come first, each with ``support``: for every model class, +1 when
+    the passage argues for it, −1 when for another class, 0 for ``depends`` (model classes stand for the bank
+    classes of ``cfg.prior_class_map``). Without citations the entry keeps its prior's evidence sentences.
+    """
+    from medcbm.knowledge.stance import stance_sign
+
     bank = load_recipe_bank(cfg)
     links: dict[str, list[dict]] = {c: [] for c in concepts}
     if bank is None:
         return links
+    members = {c: list((cfg.prior_class_map or {}).get(c, [c])) for c in classes}
     prefixes = bank_prefixes(cfg)
     for bc in bank.concepts:
         evidence = [{"class": a.class_key, "prior": a.prior, "doc_id": e.doc_id, "chunk_id": e.chunk_id,
                      "sentence": e.sentence} for a in bc.classes for e in a.evidence][:3]
         for target in grounded_targets(bc, prefixes):
-            if target in links:
-                links[target].append({"bank": bank.name, "concept_id": bc.id, "name": bc.name,
-                                      "question": bc.question, "evidence": evidence})
+            if target not in links:
+                continue
+            cites = [{"doc_id": c.doc_id, "chunk_id": c.chunk_id, "sentence": c.sentence, "stance": c.stance,
+                      "qualifier": c.qualifier, "reference": c.reference,
+                      "support": {k: stance_sign(c.stance, m) for k, m in members.items()}}
+                     for c in bc.citations if c.concept == target]
+            links[target].append({"bank": bank.name, "concept_id": bc.id, "name": bc.name,
+                                  "question": bc.question, "evidence": cites or evidence})
     unlinked = [c for c, v in links.items() if not v]
     if unlinked and (bank.name, tuple(unlinked)) not in _WARNED:
         _WARNED.add((bank.name, tuple(unlinked)))
         logger.warning("concepts %s have no entry in bank '%s': their explanations cannot cite a passage "
-                       "(align the bank: medcbm concepts align)", unlinked, bank.name)
+                       "(give them entries: medcbm concepts cite)", unlinked, bank.name)
     return links
 
 
@@ -128,5 +141,5 @@ def fit_cbm(cfg: CBMConfig, train: LabelledSplit, val: LabelledSplit, *, classes
     model.fit(X_train, train.y, X_val, val.y, groups=train.groups, val_groups=val.groups, **weights)
     model.backbone_ = backbone
     model.recipe_ = {"config": cfg.model_dump(mode="json"), **prior_prov,
-                     "concept_links": concept_links(cfg, model.concept_names_)}
+                     "concept_links": concept_links(cfg, model.concept_names_, list(classes))}
     return model

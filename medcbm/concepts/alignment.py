@@ -41,6 +41,8 @@ def _mappings_dir() -> Path:
 
 
 DEFAULT_THRESHOLD = 0.75
+#: grounding methods of :mod:`medcbm.concepts.citations` that re-alignment keeps as they are
+KEPT_METHODS = ("vocabulary", "lexicon")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,25 @@ def derm7pt_targets(path: str | Path | None = None) -> list[Target]:
 
     return _criteria_targets("derm7pt", DERM7PT_CONCEPTS,
                              Path(path) if path else _mappings_dir() / "derm7pt_criteria.yaml")
+
+
+def pattern_targets(modality: str) -> list[Target]:
+    """Whole-lesion pattern concepts as targets (``ph2:melanoma_pattern``, ``derm7pt:bcc_pattern``; phrases from
+    the mapping files' ``patterns`` key). Not aligned by :func:`align_bank`; :mod:`medcbm.concepts.citations` uses them."""
+    if modality != "dermoscopy":
+        return []
+    from medcbm.data.derm7pt_vocab import DERM7PT_PATTERN_CONCEPTS
+    from medcbm.data.ph2_vocab import PH2_PATTERN_CONCEPTS
+
+    out = []
+    for prefix, vocab in (("ph2", PH2_PATTERN_CONCEPTS), ("derm7pt", DERM7PT_PATTERN_CONCEPTS)):
+        path = _mappings_dir() / f"{prefix}_criteria.yaml"
+        phrases = yaml.safe_load(path.read_text(encoding="utf-8")).get("patterns") or {}
+        unknown = sorted(set(phrases) - set(vocab))
+        if unknown:
+            raise DataError(f"unknown {prefix} patterns {unknown}; known: {sorted(vocab)}", path=str(path), field="patterns")
+        out += [Target(f"{prefix}:{k}", q, tuple(phrases.get(k, []))) for k, (q, _) in vocab.items()]
+    return out
 
 
 def cxr_notes_vocab(path: str | Path | None = None) -> dict[str, dict]:
@@ -168,6 +189,9 @@ def align_bank(bank: ConceptBank, *, embed: EmbedFn | None = None, threshold: fl
     cvecs = embed([f"{c.question} {c.name}" for c in bank.concepts]) if any(groups) and bank.concepts else None
     out = []
     for i, c in enumerate(bank.concepts):
+        if c.grounding.method in KEPT_METHODS and c.id not in overrides:
+            out.append(c)  # set from the vocabulary or the lexicon by `medcbm concepts cite`: not re-guessed here
+            continue
         if c.id in overrides:
             src = overrides[c.id]
             g = (Grounding() if src is None else

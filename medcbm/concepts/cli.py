@@ -132,3 +132,53 @@ def quality(bank_path: Path = typer.Argument(..., help="Bank JSON.")) -> None:
     from medcbm.concepts.schema import load_bank
 
     typer.echo(json.dumps(bank_quality(load_bank(bank_path)), indent=2))
+
+
+@app.command()
+def cite(bank_path: Path = typer.Argument(..., help="Bank JSON."),
+         out: Optional[Path] = typer.Option(None, "--out", help="Bank JSON to write (default: rewrite BANK_PATH)."),
+         corpus: Optional[list[Path]] = typer.Option(None, "--corpus",
+                                                      help="Tagged corpus JSONL (repeatable; default: knowledge/corpus/*.jsonl).")) -> None:
+    """Give every vocabulary concept a bank entry and stance-labelled citations from the tagged corpus."""
+    from medcbm.concepts.citations import cite_bank, corpus_documents
+    from medcbm.concepts.schema import load_bank, save_bank
+
+    bank = load_bank(bank_path)
+    docs = [d for d in corpus_documents(corpus) if d.modality in ("", bank.modality)]
+    cited = cite_bank(bank, docs)
+    save_bank(cited, out or bank_path)
+    seeded = [c.id for c in cited.concepts if c.generator.backend == "vocabulary" and c.id not in {x.id for x in bank.concepts}]
+    Console().print(f"wrote {out or bank_path}: {len(cited.concepts)} concepts ({len(seeded)} new from the vocabulary), "
+                    f"{sum(len(c.citations) for c in cited.concepts)} citations", markup=False)
+    _print_coverage(cited)
+
+
+@app.command()
+def coverage(bank_path: Path = typer.Argument(..., help="Bank JSON."),
+             min_citations: int = typer.Option(2, "--min-citations", help="Citations a concept needs to count as covered.")) -> None:
+    """Which vocabulary concepts (the ones models use) have bank entries and cited passages; exits 1 if any is uncovered."""
+    from medcbm.concepts.schema import load_bank
+
+    if _print_coverage(load_bank(bank_path), min_citations):
+        raise typer.Exit(1)
+
+
+def _print_coverage(bank, min_citations: int = 2) -> list[str]:
+    """Print the coverage table of ``bank``; return the uncovered target sources."""
+    from medcbm.concepts.citations import target_coverage
+
+    rows = target_coverage(bank)
+    t = Table(title=f"{bank.name or 'bank'}: vocabulary coverage")
+    for col in ("target", "bank entries", "cited passages", "stances"):
+        t.add_column(col, overflow="fold")
+    uncovered = []
+    for src, entries, cites in rows:
+        if len({c.doc_id for c in cites}) < min_citations:
+            uncovered.append(src)
+        stances = ", ".join(sorted({c.stance for c in cites if c.stance}))
+        t.add_row(src, ", ".join(entries) or "[red]none[/red]", str(len({c.doc_id for c in cites})), stances)
+    con = Console()
+    con.print(t)
+    con.print(f"{len(rows) - len(uncovered)} of {len(rows)} concepts have >= {min_citations} cited passages"
+              + (f"; uncovered: {', '.join(uncovered)}" if uncovered else ""), markup=False)
+    return uncovered

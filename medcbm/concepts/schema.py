@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from medcbm._io import atomic_write_json
 from medcbm._resources import resource_path
 from medcbm.errors import DataError
+from medcbm.knowledge.stance import STANCES
 
 SCHEMA_VERSION = "1.0"
 SUPPORTED_VERSIONS = ("1.0",)
@@ -79,6 +80,29 @@ class ClassAssociation(_Strict):
     evidence: list[Evidence] = Field(default_factory=list)
 
 
+class Citation(_Strict):
+    """A corpus passage tagged with the concept, quoted for the audit, with the class it argues for.
+
+    ``stance`` is a class key or group (``mel``, ``malignant``, ``covid``) or ``depends`` (then
+    ``qualifier`` says on what); see :mod:`medcbm.knowledge.stance`.
+    """
+
+    doc_id: str = Field(min_length=1)
+    chunk_id: str = ""
+    sentence: str = Field(min_length=1)
+    concept: str = Field(min_length=1, description="the vocabulary concept the passage is tagged with")
+    stance: str = ""
+    qualifier: str = ""
+    reference: str = ""
+
+    @field_validator("stance")
+    @classmethod
+    def _known_stance(cls, v: str) -> str:
+        if v and v not in STANCES:
+            raise ValueError(f"unknown stance {v!r}; one of {', '.join(STANCES)}")
+        return v
+
+
 class Grounding(_Strict):
     """How a concept can be grounded in images (annotation source, VLM, or not yet).
 
@@ -124,6 +148,7 @@ class Concept(_Strict):
     generator: GeneratorInfo
     classes: list[ClassAssociation] = Field(default_factory=list)
     grounding: Grounding = Field(default_factory=Grounding)
+    citations: list[Citation] = Field(default_factory=list)
 
     @field_validator("question")
     @classmethod

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from medcbm.errors import DataError
 from medcbm.knowledge.passage import Document
+from medcbm.knowledge.stance import parse_annotation
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,11 @@ _JSONL_CORE = {"id", "title", "contents", "source", "license", "modality", "sect
 
 
 def read_jsonl(path: Path, *, source: str, on_bad: OnBad = _raise) -> Iterator[Document]:
-    """MedRAG JSONL (``{"id","title","contents"}`` per line); extra fields are kept as metadata."""
+    """MedRAG JSONL (``{"id","title","contents"}`` per line); extra fields are kept as metadata.
+
+    ``concepts`` / ``stance`` / ``qualifier``, when a row has them, are validated
+    (:class:`~medcbm.knowledge.stance.PassageAnnotation`).
+    """
     text = read_text_file(path)
     seen: set[str] = set()
     for row, line in enumerate(text.splitlines(), start=1):
@@ -96,6 +101,10 @@ def read_jsonl(path: Path, *, source: str, on_bad: OnBad = _raise) -> Iterator[D
             continue
         if obj["id"] in seen:
             on_bad(DataError(f"duplicate id {obj['id']!r}", path=str(path), row=row, field="id"))
+            continue
+        _, msg, bad_field = parse_annotation(obj)
+        if msg:
+            on_bad(DataError(f"invalid {bad_field}: {msg}", path=str(path), row=row, field=bad_field))
             continue
         seen.add(obj["id"])
         extra = {k: v for k, v in obj.items() if k not in _JSONL_CORE and v is not None}

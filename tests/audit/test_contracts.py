@@ -159,3 +159,25 @@ def test_charts_are_deterministic_offline_svg():
     b = charts.curves_chart({"random": [0.5, 0.6, 0.7], "oracle": [0.5, 0.9, 0.7]})
     assert a == b and a.startswith("<svg role=\"img\" aria-label=")
     assert "<image" not in a and "href=\"http" not in a
+
+
+def test_each_case_cites_the_passage_its_weight_argues_for(toy):
+    model, X, C, y = toy
+    P = model.predict_concepts(X[:8])
+    ev = [{"doc_id": "nv1", "sentence": "A veil-like blue is seen in blue nevi.", "stance": "nv",
+           "support": {"benign": 1, "malignant": -1}},
+          {"doc_id": "mel1", "sentence": "A veil is a major melanoma criterion.", "stance": "mel",
+           "support": {"benign": -1, "malignant": 1}}]
+    model.recipe_ = {"concept_links": {"veil": [{"bank": "b", "concept_id": "bwv", "name": "veil",
+                                                 "question": "Is there a veil?", "evidence": ev}]}}
+    try:
+        exps = explain_from_concepts(model, P, case_ids=[f"c{i}" for i in range(8)])
+    finally:
+        del model.recipe_
+    j = NAMES.index("veil")
+    assert {e.predicted for e in exps} == {"benign", "malignant"}  # both directions are exercised
+    for e in exps:
+        veil = next(k for k in e.concepts if k.concept == "veil")
+        sign = int(np.sign(model.W_[model.classes.index(e.predicted), j]))
+        assert veil.citation.support[e.predicted] == sign
+        assert veil.counter_citation.support[e.predicted] == -sign

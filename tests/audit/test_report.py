@@ -67,6 +67,11 @@ def test_report_files_carry_the_same_data(written, audit_model):
         assert top.has_bank_entry == bool(links)
         expected = links[0].question if links else f"“{top.concept}” has no concept-bank entry"
         assert expected in unescape(html)
+        # the passage chosen by stance for this case is the one shown, with its counter-passage labelled
+        assert top.citation is not None and top.citation.sentence in unescape(html)
+        if top.counter_citation is not None:
+            assert "counter-passage" in html and top.counter_citation.sentence in unescape(html)
+    assert report.model.concepts_without_bank_entry == []  # every PH2 concept has a bank entry (issue 25)
     assert html.count("data:image/jpeg;base64,") == 32
     # occlusion maps of the top 3 concepts for the first 2 cases: numbers in the JSON, overlays in the page
     occluded = [c for c in report.cases if c.occlusion]

@@ -40,7 +40,12 @@ def test_shipped_bank_provenance_is_complete_and_traceable(corpus, modality, tas
     for c in bank.concepts:
         assert c.provenance.doc_id in corpus, c.id
         assert _ws(c.provenance.reference) in corpus[c.provenance.doc_id], c.id
-        assert c.generator.backend == "extractive"
+        # extractive concepts, plus the vocabulary concepts `medcbm concepts cite` added (issue 25)
+        assert c.generator.backend in ("extractive", "vocabulary")
+        if c.generator.backend == "vocabulary":
+            assert c.grounding.method == "vocabulary" and len({x.doc_id for x in c.citations}) >= 2, c.id
+        for x in c.citations:
+            assert _ws(x.sentence) in corpus[x.doc_id], c.id
         assert len(c.classes) == n_classes
         for a in c.classes:
             for e in a.evidence:

@@ -1,0 +1,232 @@
+"""Stance-labelled citations for bank concepts, and bank entries for vocabulary concepts the bank lacks.
+
+The starter corpus tags passages with the vocabulary concepts they are about and the class they argue for
+(:mod:`medcbm.knowledge.stance`). :func:`cite_bank` uses those tags to
+
+1. link a model concept that no bank concept is grounded to: first to an existing bank concept whose name
+   or synonyms meet the concept's lexicon synonyms (``knowledge/lexicon/*.tsv``; method ``lexicon``), else
+   to a new bank concept seeded from the vocabulary (question from the vocabulary, synonyms from the mapping
+   file and lexicon, provenance = its first tagged passage; generator ``vocabulary``);
+2. attach to every grounded bank concept the tagged passages of its targets as :class:`Citation` s (the
+   sentence quoted is the one that names the concept and, where possible, the class the passage argues for);
+3. re-derive the class–concept prior of a concept that has stance-labelled citations from those stances
+   (method ``stance``): the knowledge's own verdict instead of co-occurrence counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Sequence
+
+from medcbm._io import sha256_file
+from medcbm._resources import resource_path
+from medcbm.concepts.alignment import EXTRA_TARGETS, TARGETS, Target, pattern_targets
+from medcbm.concepts.negation import find_mentions, sentence_spans
+from medcbm.concepts.schema import (ClassAssociation, Citation, Concept, ConceptBank, Evidence, GeneratorInfo,
+                                    Grounding, Provenance)
+from medcbm.concepts.vocab import load_lexicon
+from medcbm.knowledge.ingest import chunk_document
+from medcbm.knowledge.passage import Document
+from medcbm.knowledge.readers import read_jsonl
+from medcbm.knowledge.stance import DEPENDS, stance_sign
+
+logger = logging.getLogger(__name__)
+
+#: most citations kept per bank concept and target (the audit shows one, plus a counter-passage)
+MAX_CITATIONS = 8
+
+
+def corpus_documents(paths: Sequence[str | Path] | None = None) -> list[Document]:
+    """The documents of the corpus JSONL files (default: the shipped ``knowledge/corpus/*.jsonl``)."""
+    files = [Path(p) for p in paths] if paths else sorted(resource_path("knowledge", "corpus").glob("*.jsonl"))
+    return [d for f in files for d in read_jsonl(f, source=f.stem)]
+
+
+def modality_targets(modality: str) -> list[Target]:
+    """Every grounding target of a modality: the primary vocabulary, the extra ones, then the whole-lesion patterns."""
+    groups = [TARGETS[modality]()] if modality in TARGETS else []
+    groups += [make() for make in EXTRA_TARGETS.get(modality, ())]
+    return [t for g in groups for t in g] + pattern_targets(modality)
+
+
+def _key(source: str) -> str:
+    return source.split(":", 1)[1]
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[\s\-_/]+", " ", s.lower()).strip()
+
+
+def lexicon_terms(modality: str, phrases: Sequence[str]) -> list[str]:
+    """``phrases`` plus the synonyms of every lexicon entry that shares a term with them."""
+    want = {_norm(p) for p in phrases}
+    out = list(phrases)
+    try:
+        lexicon = load_lexicon(modality)
+    except Exception as exc:  # a modality without a lexicon only loses the expansion
+        logger.info("no lexicon for %s (%s)", modality, exc)
+        return out
+    for entry in lexicon:
+        if {_norm(t) for t in entry.terms} & want:
+            out.extend(t for t in entry.terms if t not in out)
+    return out
+
+
+def _class_terms(bank: ConceptBank) -> dict[str, list[str]]:
+    return {c.key: c.terms for c in bank.classes}
+
+
+def best_sentence(text: str, terms: Sequence[str], support: Sequence[str], against: Sequence[str]) -> str:
+    """The sentence of ``text`` that names the concept (affirmed) and the class the passage argues for.
+
+    Score: +2 for an affirmed concept term, +1 for a supported-class term, −1 for a term of a class the
+    passage argues against; ties go to the earlier sentence. Falls back to the first sentence.
+    """
+    best, best_score = None, -9
+    for s, e in sentence_spans(text):
+        sent = text[s:e].strip()
+        score = 2 * any(not m.negated for m in find_mentions(sent, list(terms)))
+        score += bool(support and find_mentions(sent, list(support)))
+        score -= bool(against and find_mentions(sent, list(against)))
+        if score > best_score:
+            best, best_score = sent, score
+    return best or text.strip()
+
+
+def _stance_class_terms(bank: ConceptBank, stance: str | None) -> tuple[list[str], list[str]]:
+    """Terms of the bank classes a stance supports, and of those it argues against."""
+    terms = _class_terms(bank)
+    sup = [t for k, ts in terms.items() if stance_sign(stance, [k]) > 0 for t in ts]
+    against = [t for k, ts in terms.items() if stance_sign(stance, [k]) < 0 for t in ts]
+    return sup, against
+
+
+def citations_for(key: str, terms: Sequence[str], docs: Sequence[Document], bank: ConceptBank) -> list[Citation]:
+    """A citation for every document tagged with vocabulary concept ``key``."""
+    out = []
+    for d in docs:
+        if key not in (d.metadata.get("concepts") or []):
+            continue
+        stance = d.metadata.get("stance")
+        sup, against = _stance_class_terms(bank, stance)
+        sentence = best_sentence(d.text, terms, sup, against)
+        chunks = chunk_document(d)
+        chunk = next((cid for cid, text, _ in chunks if sentence[:60] in text), chunks[0][0] if chunks else "")
+        out.append(Citation(doc_id=d.doc_id, chunk_id=chunk, sentence=sentence, concept=key,
+                            stance=stance or "", qualifier=str(d.metadata.get("qualifier") or ""),
+                            reference=str(d.metadata.get("reference") or "")))
+    return out
+
+
+def stance_associations(citations: Sequence[Citation], bank: ConceptBank) -> list[ClassAssociation]:
+    """The prior per bank class from citation stances.
+
+    +1 for the class most passages argue for (a strict maximum), −1 for a class no passage argues for while
+    some argue for another, else 0 (a tie, a minority class, or only ``depends`` passages). A finding the
+    literature ties to several classes thus points only to its main one.
+    """
+    stanced = [c for c in citations if c.stance and c.stance != DEPENDS]
+    support = {cls.key: [c for c in stanced if stance_sign(c.stance, [cls.key]) > 0] for cls in bank.classes}
+    top = max((len(v) for v in support.values()), default=0)
+    n_top = sum(len(v) == top for v in support.values())
+    out = []
+    for cls in bank.classes:
+        n = len(support[cls.key])
+        prior = 1 if top and n == top and n_top == 1 else -1 if top and n == 0 else 0
+        pool = support[cls.key] if prior > 0 else [c for c in stanced if c not in support[cls.key]]
+        ev = [Evidence(doc_id=c.doc_id, chunk_id=c.chunk_id, sentence=c.sentence, polarity=prior)
+              for c in pool][:3] if prior else []
+        out.append(ClassAssociation(class_key=cls.key, prior=prior, method="stance", evidence=ev))
+    return out
+
+
+def _lexicon_match(concepts: Sequence[Concept], terms: Sequence[str], taken: set[str]) -> Concept | None:
+    want = {_norm(t) for t in terms}
+    for c in concepts:
+        if c.id not in taken and c.grounding.status != "annotation" and {_norm(t) for t in c.terms} & want:
+            return c
+    return None
+
+
+def _seed(target: Target, terms: list[str], docs: Sequence[Document], bank: ConceptBank,
+          corpus_hash: str, sources: list[str]) -> Concept | None:
+    key = _key(target.source)
+    tagged = [d for d in docs if key in (d.metadata.get("concepts") or [])]
+    if not tagged:
+        return None
+    first = tagged[0]
+    sentence = best_sentence(first.text, terms, [], [])
+    name = terms[0] if terms else key.replace("_", " ")
+    return Concept(
+        id=key, name=name, question=target.question, modality=bank.modality,
+        synonyms=[t for t in terms[1:] if _norm(t) != _norm(name)][:12], category="vocabulary",
+        provenance=Provenance(query=f"vocabulary {target.source}", doc_id=first.doc_id,
+                              chunk_id=chunk_document(first)[0][0], reference=sentence, source=first.source,
+                              citation=str(first.metadata.get("reference") or ""), store="knowledge/corpus",
+                              corpus_hash=corpus_hash),
+        generator=GeneratorInfo(backend="vocabulary", model="knowledge/mappings", prompt_hash=corpus_hash[:16]),
+        grounding=Grounding(status="annotation", source=sources[0], method="vocabulary", similarity=1.0,
+                            extra_sources=sources[1:]))
+
+
+def cite_bank(bank: ConceptBank, docs: Sequence[Document] | None = None,
+              targets: Sequence[Target] | None = None, *, corpus_hash: str = "") -> ConceptBank:
+    """Return a copy of ``bank`` where every target has a grounded entry with stance-labelled citations.
+
+    Args:
+        docs: tagged corpus documents (default: the shipped corpus, this bank's modality).
+        targets: grounding targets (default: every vocabulary of the bank's modality).
+        corpus_hash: recorded in seeded concepts' provenance (default: hash of the shipped corpus files).
+    """
+    if docs is None:
+        docs = [d for d in corpus_documents() if d.modality in ("", bank.modality)]
+    targets = list(targets if targets is not None else modality_targets(bank.modality))
+    if not corpus_hash:
+        corpus_hash = "+".join(sha256_file(f)[:16] for f in sorted(resource_path("knowledge", "corpus").glob("*.jsonl")))
+    by_key: dict[str, list[Target]] = {}
+    for t in targets:
+        by_key.setdefault(_key(t.source), []).append(t)
+    concepts = list(bank.concepts)
+    linked = {_key(s) for c in concepts for s in c.grounding.sources}
+    taken: set[str] = set()
+    for key, group in by_key.items():
+        if key in linked:
+            continue
+        sources = [t.source for t in group]
+        terms = lexicon_terms(bank.modality, [p for t in group for p in t.phrases])
+        match = _lexicon_match(concepts, terms, taken)
+        if match is not None:
+            g = Grounding(status="annotation", source=sources[0], method="lexicon", similarity=1.0,
+                          extra_sources=sources[1:])
+            concepts = [c.model_copy(update={"grounding": g}) if c.id == match.id else c for c in concepts]
+            taken.add(match.id)
+        elif (seeded := _seed(group[0], terms, docs, bank, corpus_hash, sources)) is not None:
+            if any(c.id == seeded.id for c in concepts):
+                seeded = seeded.model_copy(update={"id": f"{seeded.id}_vocab"})
+            concepts.append(seeded)
+        else:
+            logger.warning("target %s: no tagged passage and no lexicon match; it stays uncovered", sources[0])
+    out = []
+    for c in concepts:
+        cites: list[Citation] = []
+        for src in c.grounding.sources:
+            group = by_key.get(_key(src), [])
+            terms = lexicon_terms(bank.modality, [*c.terms, *(p for t in group for p in t.phrases)])
+            cites += citations_for(_key(src), terms, docs, bank)[:MAX_CITATIONS]
+        # tagged passages replace co-occurrence counts as the prior's evidence ("depends" ones give 0)
+        update: dict = {"citations": cites, "classes": stance_associations(cites, bank)} if cites else {}
+        out.append(c.model_copy(update=update))
+    return bank.model_copy(update={"concepts": out})
+
+
+def target_coverage(bank: ConceptBank, targets: Sequence[Target] | None = None) -> list[tuple[str, list[str], list[Citation]]]:
+    """``(target source, bank concept ids grounded to it, their citations of it)`` for every target."""
+    targets = list(targets if targets is not None else modality_targets(bank.modality))
+    out = []
+    for t in targets:
+        entries = [c for c in bank.concepts if t.source in c.grounding.sources]
+        cites = [x for c in entries for x in c.citations if x.concept == _key(t.source)]
+        out.append((t.source, [c.id for c in entries], cites))
+    return out
