@@ -66,6 +66,11 @@ th{background:#eef3f8}caption{text-align:left;font-weight:600;padding:.2rem 0}
 figure{margin:.5rem 0}figcaption{font-size:.8rem;max-width:160px}svg{max-width:100%;height:auto}
 details{margin:.2rem 0}summary{cursor:pointer}
 nav ul{columns:2;font-size:.9rem}
+img{max-width:100%;height:auto}blockquote{margin:.3rem .5rem;overflow-wrap:anywhere}
+/* a phone: tables share the card's width and wrap their cells rather than widening the page */
+@media (max-width:760px){table{width:100%;table-layout:fixed}th,td{overflow-wrap:anywhere;padding:.15rem .25rem;
+font-size:.8rem}nav ul{columns:1}.case{padding:.5rem}header,nav,main,footer{padding:0 .5rem}}
+@media print{nav{display:none}.case{break-inside:avoid;border-width:1px}a{color:inherit}body{font-size:10pt}}
 </style>
 </head>
 <body>

@@ -164,14 +164,19 @@ def test_cli_writes_and_refuses_an_existing_folder(audit_model, audit_manifest, 
     assert isinstance(again.exception, ConfigError)
 
 
-@pytest.mark.parametrize("width", [1280, 390])
+@pytest.mark.parametrize("width", [1440, 390])
 def test_html_opens_offline_in_headless_chromium(written, tmp_path, width):
     """Real Chromium at desktop and phone width: no request leaves the file, no console error, no
-    serious/critical axe violation."""
+    serious/critical axe violation, and nothing wider than the screen (no sideways scrolling of the page)."""
     files, _ = written
     with offline_page(files["html"].as_uri(), width=width, height=900) as view:
         assert view.page.locator("article.case").count() == 32
         assert view.page.locator("svg[role=img]").count() >= 2
+        view.page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")  # citations shown
+        wide = view.page.evaluate("""w => [...document.querySelectorAll('body *')]
+            .filter(e => e.getBoundingClientRect().right > w + 1).slice(0, 5)
+            .map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))""", width)
+        assert view.page.evaluate("document.documentElement.scrollWidth") <= width, wide
         bad = view.serious_axe_violations()
         view.page.screenshot(path=str(tmp_path / "report.png"))
     assert view.outside == [] and view.errors == []
