@@ -31,21 +31,15 @@ class EditRecord(BaseModel):
     W: list[list[float]]
     b: list[float]
 
-    @field_validator("scale", "shift", "b")
+    @field_validator("scale", "shift", "b", "W")
     @classmethod
-    def _bounded(cls, v: list[float]) -> list[float]:
-        bad = next((i for i, x in enumerate(v) if abs(x) > EDIT_LIMIT), None)
-        if bad is not None:
-            raise ValueError(f"entry {bad} is {v[bad]:g}, beyond ±{EDIT_LIMIT:g}")
-        return v
-
-    @field_validator("W")
-    @classmethod
-    def _bounded_rows(cls, v: list[list[float]]) -> list[list[float]]:
-        for r, row in enumerate(v):
+    def _bounded(cls, v: list) -> list:
+        rows = v if v and isinstance(v[0], list) else [v]
+        for r, row in enumerate(rows):
             bad = next((i for i, x in enumerate(row) if abs(x) > EDIT_LIMIT), None)
             if bad is not None:
-                raise ValueError(f"entry [{r}][{bad}] is {row[bad]:g}, beyond ±{EDIT_LIMIT:g}")
+                where = f"[{r}][{bad}]" if rows is v else str(bad)
+                raise ValueError(f"entry {where} is {row[bad]:g}, beyond ±{EDIT_LIMIT:g}")
         return v
 
 
@@ -80,14 +74,14 @@ def with_checksum(doc: dict) -> dict:
     return {**doc, CHECKSUM_KEY: checksum(doc)}
 
 
-def verify(doc: dict, path: str | Path) -> AdaptationRecord:
+def verify(doc: dict, path: str | Path) -> None:
     """Validate an adaptation document read from ``path``.
 
     Raises:
         DataError: one line naming the file and the first bad field, or a checksum mismatch.
     """
     try:
-        rec = AdaptationRecord.model_validate(doc)
+        AdaptationRecord.model_validate(doc)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
@@ -96,7 +90,6 @@ def verify(doc: dict, path: str | Path) -> AdaptationRecord:
     if doc.get(CHECKSUM_KEY) != checksum(doc):
         raise DataError(f"{path} was changed after medcbm wrote it (checksum mismatch); re-run medcbm adapt "
                         "rather than editing the file")
-    return rec
 
 
 def check_shapes(doc: dict, *, n_classes: int, n_concepts: int, path: str | Path) -> None:

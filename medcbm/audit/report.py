@@ -124,7 +124,7 @@ def _prior_names(source: str | list[str] | None) -> str | list[str] | None:
     """Prior files by name only: models saved before medcbm named them recorded where they lay on disk."""
     if source is None or source == "bank":
         return source
-    return [public_name(s) for s in ([source] if isinstance(source, str) else source)]
+    return [public_name(s) if Path(s).is_absolute() else s for s in ([source] if isinstance(source, str) else source)]
 
 
 def _adaptations(model_dir, meta: dict, *, raw_sites: bool) -> list[AdaptationSummary]:

@@ -129,16 +129,17 @@ TARGETS = {"dermoscopy": ph2_targets, "chest_xray": cxr_targets}
 EXTRA_TARGETS: dict[str, tuple[Callable[[], list[Target]], ...]] = {"dermoscopy": (derm7pt_targets,)}
 
 
-def _norm(s: str) -> str:
+def norm_term(s: str) -> str:
+    """A concept term compared loosely: lower case, runs of spaces, hyphens, underscores and slashes as one space."""
     return re.sub(r"[\s\-_/]+", " ", s.lower()).strip()
 
 
 def align_concept(concept: Concept, targets: Sequence[Target], tvecs: np.ndarray | None, cvec: np.ndarray | None,
                   threshold: float) -> Grounding:
     """Grounding of one concept (see the module docstring for the rules)."""
-    terms = {_norm(t) for t in concept.terms}
+    terms = {norm_term(t) for t in concept.terms}
     for t in targets:
-        if terms & {_norm(p) for p in t.phrases}:
+        if terms & {norm_term(p) for p in t.phrases}:
             return Grounding(status="annotation", source=t.source, method="mapping", similarity=1.0)
     if tvecs is None or cvec is None or not len(targets):
         return Grounding()

@@ -16,13 +16,12 @@ The starter corpus tags passages with the vocabulary concepts they are about and
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Sequence
 
 from medcbm._io import sha256_file
 from medcbm._resources import resource_path
-from medcbm.concepts.alignment import EXTRA_TARGETS, TARGETS, Target, pattern_targets
+from medcbm.concepts.alignment import EXTRA_TARGETS, TARGETS, Target, norm_term, pattern_targets
 from medcbm.concepts.negation import find_mentions, sentence_spans
 from medcbm.concepts.schema import (ClassAssociation, Citation, Concept, ConceptBank, Evidence, GeneratorInfo,
                                     Grounding, Provenance)
@@ -38,10 +37,19 @@ logger = logging.getLogger(__name__)
 MAX_CITATIONS = 8
 
 
+def corpus_files(paths: Sequence[str | Path] | None = None) -> list[Path]:
+    """The corpus JSONL files: ``paths``, or the shipped ``knowledge/corpus/*.jsonl``."""
+    return [Path(p) for p in paths] if paths else sorted(resource_path("knowledge", "corpus").glob("*.jsonl"))
+
+
 def corpus_documents(paths: Sequence[str | Path] | None = None) -> list[Document]:
     """The documents of the corpus JSONL files (default: the shipped ``knowledge/corpus/*.jsonl``)."""
-    files = [Path(p) for p in paths] if paths else sorted(resource_path("knowledge", "corpus").glob("*.jsonl"))
-    return [d for f in files for d in read_jsonl(f, source=f.stem)]
+    return [d for f in corpus_files(paths) for d in read_jsonl(f, source=f.stem)]
+
+
+def corpus_hash(paths: Sequence[str | Path] | None = None) -> str:
+    """Content hash of the corpus files (recorded in seeded concepts' provenance)."""
+    return "+".join(sha256_file(f)[:16] for f in corpus_files(paths))
 
 
 def modality_targets(modality: str) -> list[Target]:
@@ -55,13 +63,9 @@ def _key(source: str) -> str:
     return source.split(":", 1)[1]
 
 
-def _norm(s: str) -> str:
-    return re.sub(r"[\s\-_/]+", " ", s.lower()).strip()
-
-
 def lexicon_terms(modality: str, phrases: Sequence[str]) -> list[str]:
     """``phrases`` plus the synonyms of every lexicon entry that shares a term with them."""
-    want = {_norm(p) for p in phrases}
+    want = {norm_term(p) for p in phrases}
     out = list(phrases)
     try:
         lexicon = load_lexicon(modality)
@@ -69,7 +73,7 @@ def lexicon_terms(modality: str, phrases: Sequence[str]) -> list[str]:
         logger.info("no lexicon for %s (%s)", modality, exc)
         return out
     for entry in lexicon:
-        if {_norm(t) for t in entry.terms} & want:
+        if {norm_term(t) for t in entry.terms} & want:
             out.extend(t for t in entry.terms if t not in out)
     return out
 
@@ -143,15 +147,15 @@ def stance_associations(citations: Sequence[Citation], bank: ConceptBank) -> lis
 
 
 def _lexicon_match(concepts: Sequence[Concept], terms: Sequence[str], taken: set[str]) -> Concept | None:
-    want = {_norm(t) for t in terms}
+    want = {norm_term(t) for t in terms}
     for c in concepts:
-        if c.id not in taken and c.grounding.status != "annotation" and {_norm(t) for t in c.terms} & want:
+        if c.id not in taken and c.grounding.status != "annotation" and {norm_term(t) for t in c.terms} & want:
             return c
     return None
 
 
 def _seed(target: Target, terms: list[str], docs: Sequence[Document], bank: ConceptBank,
-          corpus_hash: str, sources: list[str]) -> Concept | None:
+          corpus_sha: str, sources: list[str]) -> Concept | None:
     key = _key(target.source)
     tagged = [d for d in docs if key in (d.metadata.get("concepts") or [])]
     if not tagged:
@@ -161,30 +165,29 @@ def _seed(target: Target, terms: list[str], docs: Sequence[Document], bank: Conc
     name = terms[0] if terms else key.replace("_", " ")
     return Concept(
         id=key, name=name, question=target.question, modality=bank.modality,
-        synonyms=[t for t in terms[1:] if _norm(t) != _norm(name)][:12], category="vocabulary",
+        synonyms=[t for t in terms[1:] if norm_term(t) != norm_term(name)][:12], category="vocabulary",
         provenance=Provenance(query=f"vocabulary {target.source}", doc_id=first.doc_id,
                               chunk_id=chunk_document(first)[0][0], reference=sentence, source=first.source,
                               citation=str(first.metadata.get("reference") or ""), store="knowledge/corpus",
-                              corpus_hash=corpus_hash),
-        generator=GeneratorInfo(backend="vocabulary", model="knowledge/mappings", prompt_hash=corpus_hash[:16]),
+                              corpus_hash=corpus_sha),
+        generator=GeneratorInfo(backend="vocabulary", model="knowledge/mappings", prompt_hash=corpus_sha[:16]),
         grounding=Grounding(status="annotation", source=sources[0], method="vocabulary", similarity=1.0,
                             extra_sources=sources[1:]))
 
 
 def cite_bank(bank: ConceptBank, docs: Sequence[Document] | None = None,
-              targets: Sequence[Target] | None = None, *, corpus_hash: str = "") -> ConceptBank:
+              targets: Sequence[Target] | None = None, *, corpus_sha: str = "") -> ConceptBank:
     """Return a copy of ``bank`` where every target has a grounded entry with stance-labelled citations.
 
     Args:
         docs: tagged corpus documents (default: the shipped corpus, this bank's modality).
         targets: grounding targets (default: every vocabulary of the bank's modality).
-        corpus_hash: recorded in seeded concepts' provenance (default: hash of the shipped corpus files).
+        corpus_sha: recorded in seeded concepts' provenance (default: :func:`corpus_hash` of the shipped files).
     """
     if docs is None:
         docs = [d for d in corpus_documents() if d.modality in ("", bank.modality)]
     targets = list(targets if targets is not None else modality_targets(bank.modality))
-    if not corpus_hash:
-        corpus_hash = "+".join(sha256_file(f)[:16] for f in sorted(resource_path("knowledge", "corpus").glob("*.jsonl")))
+    corpus_sha = corpus_sha or corpus_hash()
     by_key: dict[str, list[Target]] = {}
     for t in targets:
         by_key.setdefault(_key(t.source), []).append(t)
@@ -202,7 +205,7 @@ def cite_bank(bank: ConceptBank, docs: Sequence[Document] | None = None,
                           extra_sources=sources[1:])
             concepts = [c.model_copy(update={"grounding": g}) if c.id == match.id else c for c in concepts]
             taken.add(match.id)
-        elif (seeded := _seed(group[0], terms, docs, bank, corpus_hash, sources)) is not None:
+        elif (seeded := _seed(group[0], terms, docs, bank, corpus_sha, sources)) is not None:
             if any(c.id == seeded.id for c in concepts):
                 seeded = seeded.model_copy(update={"id": f"{seeded.id}_vocab"})
             concepts.append(seeded)

@@ -140,12 +140,12 @@ def cite(bank_path: Path = typer.Argument(..., help="Bank JSON."),
          corpus: Optional[list[Path]] = typer.Option(None, "--corpus",
                                                       help="Tagged corpus JSONL (repeatable; default: knowledge/corpus/*.jsonl).")) -> None:
     """Give every vocabulary concept a bank entry and stance-labelled citations from the tagged corpus."""
-    from medcbm.concepts.citations import cite_bank, corpus_documents
+    from medcbm.concepts.citations import cite_bank, corpus_documents, corpus_hash
     from medcbm.concepts.schema import load_bank, save_bank
 
     bank = load_bank(bank_path)
     docs = [d for d in corpus_documents(corpus) if d.modality in ("", bank.modality)]
-    cited = cite_bank(bank, docs)
+    cited = cite_bank(bank, docs, corpus_sha=corpus_hash(corpus))  # provenance names the corpus actually read
     save_bank(cited, out or bank_path)
     seeded = [c.id for c in cited.concepts if c.generator.backend == "vocabulary" and c.id not in {x.id for x in bank.concepts}]
     Console().print(f"wrote {out or bank_path}: {len(cited.concepts)} concepts ({len(seeded)} new from the vocabulary), "
