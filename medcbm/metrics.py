@@ -128,3 +128,14 @@ def concept_aurocs(labels: np.ndarray, scores: np.ndarray, *, min_positives: int
         if (y == 1).sum() >= min_positives and (y == 0).sum() >= min_positives:
             out[k] = roc_auc_score(y, scores[seen, k])
     return out
+
+
+def wilson_ci(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (sound at 0 and n successes, unlike the normal one);
+    ``(0, 1)`` when ``n`` is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))

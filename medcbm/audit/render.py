@@ -62,6 +62,7 @@ th{background:#eef3f8}caption{text-align:left;font-weight:600;padding:.2rem 0}
 .pos{background:#0b5394}.neg{background:#b45309}
 .agrees{color:#0b5394}.contradicts{color:#a3330b;font-weight:600}
 .note{background:#fff8e1;border:1px solid #d9b44a;padding:.4rem .6rem}
+.scope{background:#fdecea;border:1px solid #b3261e;color:#5f1410;padding:.4rem .6rem;overflow-wrap:anywhere}
 .muted{color:#4d4d4d}
 figure{margin:.5rem 0}figcaption{font-size:.8rem;max-width:160px}svg{max-width:100%;height:auto}
 details{margin:.2rem 0}summary{cursor:pointer}
@@ -92,6 +93,10 @@ Case ids: {{ r.data.case_ids }}; site labels: {{ r.data.site_labels }}.</p>
 <tr><td>{{ r.metrics.n }}</td><td>{{ "%.3f"|format(r.metrics.acc) }} ({{ "%.3f"|format(r.metrics.acc_ci95[0]) }}–{{ "%.3f"|format(r.metrics.acc_ci95[1]) }})</td>
 <td>{{ "%.3f"|format(r.metrics.balanced_acc) }}</td><td>{{ fmt(r.metrics.auroc) }}</td><td>{{ "%.3f"|format(r.metrics.ece) }}</td></tr></table>
 {% else %}<p>The manifest is not labelled with the model's classes: no accuracy or calibration.</p>{% endif %}
+{% if r.data.scope and r.data.scope.out_of_scope %}<div class="scope" role="note"><strong>{{ r.data.scope.out_of_scope }} of {{ r.data.scope.n }}
+image(s) are outside this model's scope</strong> ({% for c, n in r.data.scope.by_check.items() %}{{ scope_words[c] }}: {{ n }}{{ "; " if not loop.last }}{% endfor %}).
+Their predictions, concepts and citations below are not to be trusted; each such case says why.</div>
+{% elif r.data.scope %}<p class="muted">Every scored image passed the model's scope checks (modality, colour, distance to the training images).</p>{% endif %}
 {% if r.data.image_issues %}<div class="note" role="note"><strong>{{ r.data.image_issues|length }} image(s) could not be audited</strong>
 <ul>{% for i in r.data.image_issues[:50] %}<li>{{ i.case }}: {{ i.reason }}</li>{% endfor %}</ul></div>{% endif %}
 {% if r.model.concepts_without_bank_entry %}<p class="muted">{{ r.model.concepts_without_bank_entry|length }} concept(s) have no concept-bank
@@ -156,6 +161,7 @@ Contribution: how far the concept moves the predicted class against the runner-u
 <article class="case {{ 'wrong' if e.correct == false else ('right' if e.correct else '') }}" aria-labelledby="case-{{ loop.index }}">
 <h3 id="case-{{ loop.index }}">{{ e.case }}: {{ e.predicted }} ({{ "%.0f"|format(100 * e.probability) }}%)
 {% if e.true_label %} — true label {{ e.true_label }}, {{ "correct" if e.correct else "wrong" }}{% endif %}{% if e.uncertain %} — uncertain{% endif %}</h3>
+{% if c.scope and not c.scope.in_scope %}<p class="scope" role="note"><strong>Outside the model's scope:</strong> {{ c.scope.reason }}. Do not act on this prediction.</p>{% endif %}
 <div class="flex">
 {% if thumbs.get(e.case) %}<img src="{{ thumbs[e.case] }}" alt="Image of {{ e.case }}" width="160">{% endif %}
 {% for concept, uri in occlusion.get(e.case, {}).items() %}<figure><img src="{{ uri }}" width="160"
@@ -186,12 +192,14 @@ def render_html(art, *, top_rows: int = 6) -> str:
     """The audit as one HTML page (``art``: :class:`~medcbm.audit.report.AuditArtifacts` with charts set)."""
     from jinja2 import Environment
 
+    from medcbm.bottleneck.scope import CHECK_WORDS
+
     env = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
     tpl = env.from_string(TEMPLATE)
     contribs = [abs(k.margin_contribution) for c in art.report.cases for k in c.explanation.concepts[:top_rows]]
     names = {k: v[0].name if v else k.replace("_", " ") for k, v in art.report.concept_links.items()}
     return tpl.render(r=art.report, charts=art.charts, thumbs=art.thumbnails, csp=CSP, top_rows=top_rows, names=names,
-                      occlusion=art.occlusion, peak=lambda m: max((abs(v) for row in m for v in row), default=0.0),
+                      occlusion=art.occlusion, scope_words=CHECK_WORDS, peak=lambda m: max((abs(v) for row in m for v in row), default=0.0),
                       scale=max(contribs) if contribs else 1.0,
                       fmt=lambda v: "–" if v is None or v != v else f"{v:.3f}",
                       sign=lambda v: {1: "+", -1: "−", 0: "0"}.get(v, "–"))

@@ -26,7 +26,8 @@ from medcbm.audit.explain import bank_links, explain_from_concepts
 from medcbm.audit.global_view import activation_view, calibration, concept_weights
 from medcbm.audit.interventions import concept_ablation, intervention_curves, what_if
 from medcbm.audit.privacy import CaseIds, redacted_logs
-from medcbm.audit.schema import JSON_EXCLUDE, AdaptationSummary, AdaptedConcept, AuditReport, CaseReport, DataSummary, ImageIssue, ModelSummary
+from medcbm.audit.schema import (JSON_EXCLUDE, AdaptationSummary, AdaptedConcept, AuditReport, CaseReport, DataSummary,
+                                 ImageIssue, ModelSummary, ScopeSummary)
 from medcbm.bottleneck.metadata import label_indices, model_groups
 from medcbm.data.filetypes import is_dicom_file
 from medcbm.data.manifest import Manifest, SkipLog
@@ -164,13 +165,11 @@ def build_audit(model_dir: str | os.PathLike, manifest: Manifest, *, cases: Sequ
     from medcbm.backbones.features import extract_features
     from medcbm.adapt.store import load_model
     from medcbm.bottleneck.artifacts import backbone_from_meta
-    from medcbm.bottleneck.domain import check_domain
-    from medcbm.bottleneck.metadata import warn_foreign_modality
+    from medcbm.bottleneck.scope import assess_scope, scope_counts
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     model, meta = load_model(model_dir)
-    warn_foreign_modality(manifest.frame, meta)
     ids = CaseIds(salt, raw=raw_ids)
     frame = manifest.frame
     selected = _select(frame, cases, max_cases)
@@ -196,7 +195,7 @@ def build_audit(model_dir: str | os.PathLike, manifest: Manifest, *, cases: Sequ
     t1 = time.perf_counter()
     sframe = frame.iloc[scored].reset_index(drop=True)
     X = feats.X
-    check_domain(model, X)
+    scope = assess_scope(model, meta, [paths[i] for i in scored], X)
     groups = model_groups(model, sframe, meta)
     P = model.predict_concepts(X, groups)
     proba = model.predict_proba_from_concepts(P)
@@ -218,7 +217,7 @@ def build_audit(model_dir: str | os.PathLike, manifest: Manifest, *, cases: Sequ
                 thumbs[e.case] = uri
         case_reports.append(CaseReport(explanation=e, what_if=what_if(model, P[r], [c.concept for c in e.top(top_k)]),
                                        group=site_label.get(str(sframe["site"].iloc[r])) if site_label else None,
-                                       has_thumbnail=e.case in thumbs))
+                                       has_thumbnail=e.case in thumbs, scope=scope[r]))
     timings["explanations"] = time.perf_counter() - t1
     t3 = time.perf_counter()
     occ: dict[str, dict[str, str]] = {}
@@ -260,7 +259,8 @@ def build_audit(model_dir: str | os.PathLike, manifest: Manifest, *, cases: Sequ
         data=DataSummary(n_rows=len(frame), n_scored=len(scored), labelled=labelled,
                          n_labelled=int((y >= 0).sum()), image_issues=issues,
                          case_ids="raw" if raw_ids else "salted hash", site_labels="raw" if raw_sites else "pseudonymous",
-                         thumbnails="none" if not thumbnails else ("photographs and DICOM" if dicom_thumbnails else "photographs")),
+                         thumbnails="none" if not thumbnails else ("photographs and DICOM" if dicom_thumbnails else "photographs"),
+                         scope=ScopeSummary(**scope_counts(scope))),
         metrics=metrics, calibration=calibration(y, proba) if labelled else None,
         weights=concept_weights(model, P), activations=acts, interventions=curves, interventions_note=note,
         ablation=concept_ablation(model, P, y) if labelled else None, cases=case_reports,

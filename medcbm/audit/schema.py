@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict
 from medcbm.audit.explain import BankLink, CaseExplanation
 from medcbm.audit.global_view import ActivationView, Calibration, ConceptWeight
 from medcbm.audit.interventions import Ablation, InterventionCurves, WhatIf
+from medcbm.bottleneck.scope import ScopeVerdict
 
-SCHEMA_VERSION = "medcbm.audit/2"
+SCHEMA_VERSION = "medcbm.audit/3"
 
 
 class _M(BaseModel):
@@ -47,6 +48,14 @@ class ImageIssue(_M):
     reason: str
 
 
+class ScopeSummary(_M):
+    """How many scored images are outside the model's scope, by the check they fail (one may fail several)."""
+
+    n: int
+    out_of_scope: int
+    by_check: dict[str, int] = {}
+
+
 class DataSummary(_M):
     n_rows: int
     n_scored: int
@@ -56,13 +65,16 @@ class DataSummary(_M):
     case_ids: Literal["salted hash", "raw"]
     site_labels: Literal["pseudonymous", "raw"]
     thumbnails: Literal["none", "photographs", "photographs and DICOM"]
+    scope: ScopeSummary | None = None
 
 
 class CaseReport(_M):
     """One explained case plus its "what if" flips; ``group`` is its site label as shown; ``occlusion``: per top
-    concept, the ``grid x grid`` drop of its activation when each image cell is hidden (positive: supports it)."""
+    concept, the ``grid x grid`` drop of its activation when each image cell is hidden (positive: supports it);
+    ``scope``: whether the image is one the model was built to read (:mod:`medcbm.bottleneck.scope`)."""
 
     explanation: CaseExplanation
+    scope: ScopeVerdict | None = None
     what_if: list[WhatIf]
     group: str | None = None
     has_thumbnail: bool = False
@@ -96,7 +108,7 @@ class AdaptationSummary(_M):
 class AuditReport(_M):
     """Everything an audit found, in one object (``schema_version`` changes when the layout does)."""
 
-    schema_version: Literal["medcbm.audit/2"] = SCHEMA_VERSION
+    schema_version: Literal["medcbm.audit/3"] = SCHEMA_VERSION
     medcbm_version: str
     model: ModelSummary
     data: DataSummary

@@ -14,7 +14,7 @@ console = Console()
 
 
 def register_bench(bench_app: typer.Typer) -> None:
-    """Attach ``bench shift``, ``adapt``, ``concepts`` and ``features``."""
+    """Attach ``bench shift``, ``adapt``, ``interventions``, ``concepts``, ``features``, ``scale`` and ``scope``."""
 
     @bench_app.command("shift")
     @engine_options
@@ -188,4 +188,22 @@ def register_bench(bench_app: typer.Typer) -> None:
             console.print(f"{e['workload']:16s} {e['workers']:4d} workers: {e['wall_hours']:8.2f} h wall, "
                           f"{e['cpu_hours']:8.1f} CPU-h, {e['ram_gb']:6.1f} GB RAM, {e['disk_gb']:6.1f} GB disk; "
                           f"bottleneck: {e['bottleneck']}")
+        console.print(f"wrote {json_path}")
+
+    @bench_app.command("scope")
+    def bench_scope_cmd(
+        protocol: str = typer.Option("ham10000-vidir-modern-holdout", "--protocol", "-p",
+                                     help="its train/val fit and calibrate the domain; test_id and test_ood are scored"),
+        seeds: int = typer.Option(3, "--seeds", help="the protocol's first N seeds"),
+        json_path: Path = typer.Option(Path("runs/bench/scope.json"), "--json", help="where to write the results"),
+        data_root: Optional[Path] = typer.Option(None, "--data-root"),
+        cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
+    ) -> None:
+        """Scope verdicts: share of in-domain test images flagged (should be <= 2 %) and of foreign images
+        (every pydicom-data image, COVID-CXR radiographs) flagged (should be 100 %)."""
+        from medcbm.benchmarks.bench_scope import markdown_table, run_scope_benchmark, write_scope_benchmark
+
+        res = run_scope_benchmark(protocol, seeds=seeds, data_root=data_root, cache_dir=cache_dir)
+        write_scope_benchmark(json_path, res)
+        console.print(markdown_table(res))
         console.print(f"wrote {json_path}")

@@ -2,9 +2,11 @@
 
 A dermoscopy model given chest radiographs still outputs a confident "benign"; the modality guard
 (:func:`medcbm.bottleneck.metadata.warn_foreign_modality`) only sees DICOM headers. The backbone features see
-every image: a model stores the mean of its training images' features and the 99th percentile of their cosine
-distance to it, and each new image's distance is compared with that percentile, using the features prediction
-extracts anyway (no extra pass over the images).
+every image: a model stores the mean of its training images' features, and the limit on cosine distance to it
+is calibrated on the validation images, which the mean never saw (a split-conformal quantile: a new in-domain
+image exceeds it with probability at most 1 %). Each new image's distance is compared with that limit, using the
+features prediction extracts anyway (no extra pass over the images). Models saved before the calibration compare
+with the training images' own 99th percentile, which flags more held-out in-domain images.
 
 Cosine distance to the mean, not a per-dimension standardised (diagonal Mahalanobis) distance: pooled CNN
 features have many near-constant dimensions whose tiny training spread turns noise into huge z-scores. On real
@@ -39,7 +41,10 @@ class DomainSummary(BaseModel):
     n: int = Field(ge=1, description="training images summarised")
     dim: int = Field(ge=1, description="feature dimensions")
     quantile: float = Field(QUANTILE, gt=0, lt=1)
-    threshold: float = Field(gt=0, description="the training distance at `quantile`")
+    threshold: float = Field(gt=0, description="the distance limit: conformal `quantile` of the calibration images")
+    calibration: Literal["training", "validation"] = Field(
+        "training", description="validation: the limit comes from held-out images the mean was not fitted on")
+    n_calibration: int | None = Field(None, ge=1, description="images the limit was calibrated on")
     distances: dict[str, float] = Field(default_factory=dict, description="training distance percentiles")
 
 
@@ -51,6 +56,14 @@ def cosine_distance(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return 1.0 - cos
 
 
+def conformal_limit(d: np.ndarray, level: float) -> float:
+    """The split-conformal quantile of held-out scores: the ``ceil((n + 1) * level)``-th smallest, so a new
+    exchangeable score exceeds it with probability at most ``1 - level`` (the largest when n is too small)."""
+    d = np.sort(np.asarray(d, np.float64))
+    k = int(np.ceil((len(d) + 1) * level))
+    return float(d[min(k, len(d)) - 1])
+
+
 @dataclass(frozen=True)
 class FeatureDomain:
     """Where a model's training images lie in backbone-feature space."""
@@ -59,18 +72,29 @@ class FeatureDomain:
     summary: DomainSummary
 
     @classmethod
-    def fit(cls, X: np.ndarray) -> "FeatureDomain":
-        """Summarise the features ``(n, D)`` of the images a model is fitted on."""
+    def fit(cls, X: np.ndarray, X_cal: np.ndarray | None = None) -> "FeatureDomain":
+        """Summarise the features ``(n, D)`` of the images a model is fitted on.
+
+        Args:
+            X: the training images' features (the mean).
+            X_cal: held-out in-domain images (the validation split) that calibrate the limit; without them the
+                limit is the training images' own 99th percentile.
+        """
         X = np.asarray(X, np.float64)
         mean = X.mean(0)
         d = cosine_distance(X, mean)
         pct = {f"p{q}": round(float(np.percentile(d, q)), 6) for q in (50, 90, 99)}
-        summary = DomainSummary(n=len(X), dim=X.shape[1], threshold=max(float(np.quantile(d, QUANTILE)), 1e-6),
-                                distances={**pct, "max": round(float(d.max()), 6)})
+        common = {"n": len(X), "dim": X.shape[1], "distances": {**pct, "max": round(float(d.max()), 6)}}
+        if X_cal is None or not len(X_cal):
+            summary = DomainSummary(threshold=max(float(np.quantile(d, QUANTILE)), 1e-6), **common)
+        else:
+            limit = conformal_limit(cosine_distance(np.asarray(X_cal, np.float64), mean), QUANTILE)
+            summary = DomainSummary(threshold=max(limit, 1e-6), calibration="validation",
+                                    n_calibration=len(X_cal), **common)
         return cls(mean.astype(np.float32), summary)
 
     def scores(self, X: np.ndarray) -> np.ndarray:
-        """Each row's distance over the training threshold: above 1 is farther than 99 % of the training images."""
+        """Each row's distance over the calibrated limit: above 1 lies beyond the in-domain images."""
         return cosine_distance(X, self.mean) / self.summary.threshold
 
     def get_state(self) -> tuple[dict[str, np.ndarray], dict]:

@@ -129,10 +129,11 @@ class KnowledgeCBM(ConceptClassifierMixin, BaseEstimator):
     ``config_`` (the settings actually used: ``fit`` never changes ``config``, e.g. a class-balanced loss
     switched on for extreme imbalance shows here), ``offsets_`` (:class:`ConceptOffsets` or ``None``),
     ``class_means_`` ``(C, K)`` (mean training activation per class, used by :mod:`medcbm.adapt`),
-    ``feature_domain_`` (:class:`~medcbm.bottleneck.domain.FeatureDomain` of the training and validation features,
-    ``None`` for a model saved before it existed), ``p_lo_``/``p_hi_`` (the training activations' range: the head
-    reads every activation clipped to it, so an intervention to 0 or 1 never leaves what it was trained on) and
-    ``p_mean_``/``p_scale_`` (the standardisation after the clip); ``input_map_`` puts the four together.
+    ``feature_domain_`` (:class:`~medcbm.bottleneck.domain.FeatureDomain`: the training features' mean, its
+    distance limit calibrated on the validation images; ``None`` for a model saved before it existed),
+    ``p_lo_``/``p_hi_`` (the training activations' range: the head reads every activation clipped to it, so an
+    intervention to 0 or 1 never leaves what it was trained on) and ``p_mean_``/``p_scale_`` (the
+    standardisation after the clip); ``input_map_`` puts the four together.
     """
 
     def __init__(self, grounder: ConceptGrounder, *, classes: list[str], prior=None,
@@ -184,8 +185,9 @@ class KnowledgeCBM(ConceptClassifierMixin, BaseEstimator):
         self.prior_ = prior_matrix(self.prior, list(self.classes), self.concept_names_)
         self.offsets_ = None
         P, Pv = self.predict_concepts(X), self.predict_concepts(X_val)
-        # where the fitted images lie in feature space: prediction warns when new images lie elsewhere
-        self.feature_domain_ = FeatureDomain.fit(np.vstack([check_features(X), check_features(X_val)]))
+        # where the training images lie in feature space, the distance limit set on the validation images:
+        # prediction flags images beyond it as out of scope
+        self.feature_domain_ = FeatureDomain.fit(check_features(X), check_features(X_val))
         if self.nuisance_adjust:
             if groups is None or val_groups is None:
                 raise ConfigError("nuisance_adjust needs the training and validation images' nuisance groups "

@@ -53,29 +53,3 @@ def mapped_labels(manifest, meta: dict) -> tuple:
         raise DataError(f"label '{manifest.frame['label'].iloc[i]}' is not one the model knows (classes "
                         f"{meta['classes']}, label map {label_map})", path=manifest.source, row=i + 1, field="label")
     return manifest, y
-
-
-# DICOM Modality values a model of each imaging domain can read; anything else is another kind of image
-DOMAIN_MODALITIES = {"dermoscopy": {"XC", "VL", "OT", "SC", "DM", ""}, "chest_xray": {"CR", "DX", "OT", "SC", ""}}
-
-
-def model_domain(meta: dict) -> str | None:
-    """The imaging domain a saved model was built for (from its concept bank, e.g. ``dermoscopy``)."""
-    bank = (((meta.get("recipe") or {}).get("config") or {}).get("bank")) or ""
-    domain = str(bank).split("/")[0]
-    return domain if domain in DOMAIN_MODALITIES else None
-
-
-def warn_foreign_modality(frame: pd.DataFrame, meta: dict, source: str = "the manifest") -> int:
-    """Warn loudly when rows carry a DICOM Modality the model's domain does not cover (a dermoscopy model
-    given CT or MR images still outputs a confident "malignant"). Returns the number of such rows."""
-    domain = model_domain(meta)
-    if domain is None or "modality" not in frame.columns:
-        return 0
-    mods = frame["modality"].fillna("").astype(str).str.strip().str.upper()
-    foreign = mods[~mods.isin(DOMAIN_MODALITIES[domain])]
-    if len(foreign):
-        logger.warning("%d of %d images in %s have a modality the model was not built for (%s; this is a %s model): "
-                       "their predictions are meaningless", len(foreign), len(frame), source,
-                       ", ".join(sorted(foreign.unique())), domain)
-    return int(len(foreign))

@@ -14,11 +14,12 @@ from medcbm.backbones import get_backbone_spec
 from medcbm.backbones.features import extract_features
 from medcbm.adapt.store import load_model
 from medcbm.bottleneck.artifacts import backbone_from_meta, save_cbm
-from medcbm.bottleneck.domain import check_domain
 from medcbm.bottleneck.estimator import KnowledgeCBM
-from medcbm.bottleneck.metadata import mapped_labels, model_groups, warn_foreign_modality
+from medcbm.bottleneck.metadata import mapped_labels, model_groups
 from medcbm.bottleneck.grounders import GroundingContext, concept_backbone
 from medcbm.bottleneck.recipe import fit_cbm
+from medcbm.bottleneck.scope import assess_scope, scope_counts
+from medcbm.data.image_facts import dicom_modalities
 from medcbm.data.manifest import Manifest
 from medcbm.data.samples import LabelledSplit
 from medcbm.errors import ConfigError
@@ -71,6 +72,8 @@ def train_cbm(cfg: TrainConfig, *, data_root=None, cache_dir: str | os.PathLike 
         # ... and `medcbm evaluate --split test` find the held-out images again in the user's manifest
         "split_image_sha256": {s: short_keys(k) for s, k in zip(frames, np.split(np.asarray(feats.keys), ends[:-1]))
                                if s != "train"},
+        # the DICOM modalities trained on stay within the model's scope (medcbm.bottleneck.scope)
+        "dicom_modalities": dicom_modalities(pd.concat([frames["train"], frames["val"]])["image"]),
     }
     save_cbm(model, out, backbone=spec, provenance=provenance)
     atomic_write_json(out / "metrics.json", metrics)
@@ -112,18 +115,17 @@ def evaluate_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, split: str
     spec = backbone_from_meta(meta)
     if split is None:
         mapped_labels(manifest, meta)  # a bad label is reported before any image is read
-    warn_foreign_modality(manifest.frame, meta)
     feats = extract_features(manifest, spec, cache_dir=cache_dir, progress=progress)
     X, manifest = feats.X, feats.manifest
     if split is not None:
         keep = split_rows(meta, split, feats.keys, source=manifest.source)
         X, manifest = X[keep], manifest.subset(keep)
     manifest, y = mapped_labels(manifest, meta)
-    ood = check_domain(model, X)
+    scope = assess_scope(model, meta, manifest.image_paths(), X)
     proba = model.predict_proba(X, model_groups(model, manifest.frame, meta))
     res = split_metrics(y, proba)
-    # how many images lie beyond the training 99th percentile of feature distance (None: the model cannot say)
-    res["n_unlike_training"] = None if ood is None else int((ood > 1.0).sum())
+    # out-of-scope images are scored with the rest (the user asked for this manifest) and counted here
+    res["scope"] = scope_counts(scope)
     res["subgroups"] = subgroup_metrics(y, proba, manifest.frame)
     res["model"] = Path(model_dir).name
     res["split"] = split or "the whole manifest"
@@ -155,12 +157,14 @@ def split_rows(meta: dict, split: str, keys: list[str], *, source=None) -> np.nd
 def predict_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=None, top_k: int = 3,
                 progress: bool = True) -> pd.DataFrame:
     """Per-image class probabilities, concept probabilities and the top concept contributions (base model or
-    adaptation folder), and ``ood_score``: the image's feature distance to the training images over their 99th
-    percentile (above 1: unlike the training data; absent for models saved before medcbm stored the summary)."""
+    adaptation folder), with the image's scope verdict (:mod:`medcbm.bottleneck.scope`): ``in_scope``,
+    ``scope_reason`` (empty when in scope) and ``ood_score``, its feature distance to the training images over
+    the limit calibrated on held-out images (above 1: unlike them; absent for models saved before medcbm
+    stored the summary)."""
     model, meta = load_model(model_dir)
-    warn_foreign_modality(manifest.frame, meta)
-    X = extract_features(manifest, backbone_from_meta(meta), cache_dir=cache_dir, progress=progress).X
-    ood = check_domain(model, X)
+    feats = extract_features(manifest, backbone_from_meta(meta), cache_dir=cache_dir, progress=progress)
+    X, manifest = feats.X, feats.manifest
+    scope = assess_scope(model, meta, manifest.image_paths(), X)
     groups = model_groups(model, manifest.frame, meta)
     proba = model.predict_proba(X, groups)
     P = model.predict_concepts(X, groups)
@@ -174,7 +178,8 @@ def predict_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=N
         rec.update({f"p_{k}": float(proba[i, j]) for j, k in enumerate(model.classes)})
         rec.update({f"concept_{k}": float(P[i, j]) for j, k in enumerate(model.concept_names_)})
         rec["top_concepts"] = "; ".join(f"{model.concept_names_[j]} {c[j]:+.2f}" for j in order)
-        if ood is not None:  # above 1: farther from the training images than 99 % of them
-            rec["ood_score"] = round(float(ood[i]), 4)
+        rec.update(in_scope=scope[i].in_scope, scope_reason=scope[i].reason)
+        if scope[i].ood_score is not None:
+            rec["ood_score"] = scope[i].ood_score
         rows.append(rec)
     return pd.DataFrame(rows)

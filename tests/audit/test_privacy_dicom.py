@@ -107,8 +107,9 @@ def test_import_folder_pseudonymises_patient_and_institution_by_default(dicom_fi
     assert run() == text
 
 
-def test_a_dermoscopy_model_warns_on_ct_and_mr_images(dicom_file, audit_model, feature_cache, tmp_path, caplog):
-    """Real CT, MR, ultrasound and CR files through a dermoscopy model: predicted, but never without a loud word."""
+def test_a_dermoscopy_model_flags_ct_mr_us_and_sc_images(dicom_file, audit_model, feature_cache, tmp_path, caplog):
+    """Real CT, MR, ultrasound, CR and RGB secondary-capture files through a dermoscopy model: predicted, but each
+    flagged out of scope with its modality, and one loud word in the log."""
     import pydicom
 
     from medcbm.data.importers.folder import import_folder
@@ -118,13 +119,16 @@ def test_a_dermoscopy_model_warns_on_ct_and_mr_images(dicom_file, audit_model, f
     for name in FILES:
         (folder / "x").mkdir(parents=True, exist_ok=True)
         shutil.copy(dicom_file(name), folder / "x" / name)
-    foreign = sum(str(pydicom.dcmread(dicom_file(n), stop_before_pixels=True).Modality) not in ("SC", "XC", "OT")
-                  for n in FILES)
-    assert foreign >= 4  # CT, MR, US, CR ...
+    modalities = [str(pydicom.dcmread(dicom_file(n), stop_before_pixels=True).Modality) for n in FILES]
+    assert {"CT", "MR", "US", "OT"} <= set(modalities)  # OT: the RGB secondary capture
     with caplog.at_level(logging.WARNING, logger="medcbm"):
-        out = predict_cbm(audit_model, import_folder(folder), cache_dir=feature_cache, progress=False)
-    assert len(out) == len(FILES)
-    warned = [r.getMessage() for r in caplog.records if "not built for" in r.getMessage()]
-    assert len(warned) == 1 and warned[0].startswith(f"{foreign} of {len(FILES)} images")
-    assert "CT" in warned[0] and "MR" in warned[0] and "dermoscopy model" in warned[0]
+        manifest = import_folder(folder)
+        out = predict_cbm(audit_model, manifest, cache_dir=feature_cache, progress=False)
+    assert len(out) == len(FILES) and not out["in_scope"].any()
+    warned = [r.getMessage() for r in caplog.records if "outside the model's scope" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(f"{len(FILES)} of {len(FILES)} images")
+    assert f"a modality the model was not built for: {len(FILES)}" in warned[0]
+    # each row names its own modality (the CSV, not the shared log)
+    for reason, m in zip(out["scope_reason"], manifest.frame["modality"]):
+        assert f"DICOM modality {m}, not a dermoscopy image" in reason
     assert str(folder) not in caplog.text  # no path in the log line
