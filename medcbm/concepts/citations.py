@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: most citations kept per bank concept and target (the audit shows one, plus a counter-passage)
 MAX_CITATIONS = 8
+#: a stance-derived sign needs the leading class to have this many more supporting passages than the next
+SIGN_MARGIN = 2
 
 
 def corpus_files(paths: Sequence[str | Path] | None = None) -> list[Path]:
@@ -124,21 +126,24 @@ def citations_for(key: str, terms: Sequence[str], docs: Sequence[Document], bank
     return out
 
 
-def stance_associations(citations: Sequence[Citation], bank: ConceptBank) -> list[ClassAssociation]:
+def stance_associations(citations: Sequence[Citation], bank: ConceptBank,
+                        margin: int = SIGN_MARGIN) -> list[ClassAssociation]:
     """The prior per bank class from citation stances.
 
-    +1 for the class most passages argue for (a strict maximum), −1 for a class no passage argues for while
-    some argue for another, else 0 (a tie, a minority class, or only ``depends`` passages). A finding the
-    literature ties to several classes thus points only to its main one.
+    +1 for the class most passages argue for when it leads every other class by at least ``margin``
+    passages; then −1 for each class no passage argues for; else 0 everywhere (a near tie such as 3 nevus
+    against 2 melanoma passages, or only ``depends`` passages). A finding the literature ties to several
+    classes thus points only to its main one, and only when the literature clearly favours it.
     """
     stanced = [c for c in citations if c.stance and c.stance != DEPENDS]
     support = {cls.key: [c for c in stanced if stance_sign(c.stance, [cls.key]) > 0] for cls in bank.classes}
-    top = max((len(v) for v in support.values()), default=0)
-    n_top = sum(len(v) == top for v in support.values())
+    counts = sorted((len(v) for v in support.values()), reverse=True)
+    top = counts[0] if counts else 0
+    clear = top > 0 and top - (counts[1] if len(counts) > 1 else 0) >= margin
     out = []
     for cls in bank.classes:
         n = len(support[cls.key])
-        prior = 1 if top and n == top and n_top == 1 else -1 if top and n == 0 else 0
+        prior = (1 if n == top else -1 if n == 0 else 0) if clear else 0
         pool = support[cls.key] if prior > 0 else [c for c in stanced if c not in support[cls.key]]
         ev = [Evidence(doc_id=c.doc_id, chunk_id=c.chunk_id, sentence=c.sentence, polarity=prior)
               for c in pool][:3] if prior else []
@@ -217,7 +222,9 @@ def cite_bank(bank: ConceptBank, docs: Sequence[Document] | None = None,
         for src in c.grounding.sources:
             group = by_key.get(_key(src), [])
             terms = lexicon_terms(bank.modality, [*c.terms, *(p for t in group for p in t.phrases)])
-            cites += citations_for(_key(src), terms, docs, bank)[:MAX_CITATIONS]
+            have = {(x.doc_id, x.concept) for x in cites}  # ph2: and derm7pt: share keys: cite a passage once
+            cites += [x for x in citations_for(_key(src), terms, docs, bank)[:MAX_CITATIONS]
+                      if (x.doc_id, x.concept) not in have]
         # tagged passages replace co-occurrence counts as the prior's evidence ("depends" ones give 0)
         update: dict = {"citations": cites, "classes": stance_associations(cites, bank)} if cites else {}
         out.append(c.model_copy(update=update))
