@@ -16,6 +16,7 @@ The starter corpus tags passages with the vocabulary concepts they are about and
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: most citations kept per bank concept and target (the audit shows one, plus a counter-passage)
 MAX_CITATIONS = 8
+#: a stance-derived sign needs the leading class to have this many more supporting passages than the next
+SIGN_MARGIN = 2
 
 
 def corpus_files(paths: Sequence[str | Path] | None = None) -> list[Path]:
@@ -82,18 +85,60 @@ def _class_terms(bank: ConceptBank) -> dict[str, list[str]]:
     return {c.key: c.terms for c in bank.classes}
 
 
-def best_sentence(text: str, terms: Sequence[str], support: Sequence[str], against: Sequence[str]) -> str:
-    """The sentence of ``text`` that names the concept (affirmed) and the class the passage argues for.
+#: words that name the kind of finding rather than the finding ("hairpin vessels" is about "hairpin")
+GENERIC_WORDS = frozenset({"vessel", "vessels", "colour", "color", "pattern", "patterns", "area", "areas",
+                           "structure", "structures", "lesion", "lesions", "involvement", "distribution"})
+_LEAD = re.compile(r"^(?:and|or|but|while|whereas)\s+", re.I)  # a clause quoted alone drops its conjunction
+#: a sentence naming this many other vocabulary concepts is a list ("six colours are counted: ...")
+LIST_CONCEPTS = 3
 
-    Score: +2 for an affirmed concept term, +1 for a supported-class term, −1 for a term of a class the
-    passage argues against; ties go to the earlier sentence. Falls back to the first sentence.
-    """
-    best, best_score = None, -9
+
+def head_terms(terms: Sequence[str]) -> list[str]:
+    """The distinctive part of each term (generic words dropped): ``hairpin vessels`` -> ``hairpin``."""
+    out = []
+    for t in terms:
+        head = " ".join(w for w in t.split() if w.lower() not in GENERIC_WORDS)
+        if len(head) >= 4 and head not in out:
+            out.append(head)
+    return out
+
+
+def candidate_spans(text: str) -> list[str]:
+    """The sentences of ``text``, plus the ``;``-separated clauses of a list-like sentence (two or more ``;``),
+    so that "... hairpin vessels with a white halo in seborrheic keratosis; ..." can be quoted on its own."""
+    out = []
     for s, e in sentence_spans(text):
         sent = text[s:e].strip()
-        score = 2 * any(not m.negated for m in find_mentions(sent, list(terms)))
+        out.append(sent)
+        if sent.count(";") >= 2:
+            clauses = (_LEAD.sub("", c.strip(" ;.")) for c in sent.split(";"))
+            out += [c for c in clauses if len(c) > 20]
+    return out
+
+
+def is_list(sentence: str, others: Sequence[Sequence[str]]) -> bool:
+    """Whether ``sentence`` names at least :data:`LIST_CONCEPTS` of the ``others`` concepts."""
+    return sum(bool(find_mentions(sentence, list(g))) for g in others) >= LIST_CONCEPTS
+
+
+def best_sentence(text: str, terms: Sequence[str], support: Sequence[str], against: Sequence[str],
+                  others: Sequence[Sequence[str]] = ()) -> str:
+    """The sentence (or clause of a list-like sentence) of ``text`` that names the concept and the class the
+    passage argues for.
+
+    Score: +3 for an affirmed concept term (+1 for only its distinctive word, :func:`head_terms`), +1 for a
+    supported-class term, −1 for a term of a class the passage argues against, −1 for a list (naming at least
+    :data:`LIST_CONCEPTS` of the ``others`` concepts); ties go to the earlier candidate. Falls back to the
+    first sentence.
+    """
+    heads = head_terms(terms)
+    best, best_score = None, -9
+    for sent in candidate_spans(text):
+        named = any(not m.negated for m in find_mentions(sent, list(terms)))
+        score = 3 if named else int(any(not m.negated for m in find_mentions(sent, heads)))
         score += bool(support and find_mentions(sent, list(support)))
         score -= bool(against and find_mentions(sent, list(against)))
+        score -= is_list(sent, others)
         if score > best_score:
             best, best_score = sent, score
     return best or text.strip()
@@ -107,15 +152,17 @@ def _stance_class_terms(bank: ConceptBank, stance: str | None) -> tuple[list[str
     return sup, against
 
 
-def citations_for(key: str, terms: Sequence[str], docs: Sequence[Document], bank: ConceptBank) -> list[Citation]:
-    """A citation for every document tagged with vocabulary concept ``key``."""
+def citations_for(key: str, terms: Sequence[str], docs: Sequence[Document], bank: ConceptBank,
+                  others: Sequence[Sequence[str]] = ()) -> list[Citation]:
+    """A citation for every document tagged with vocabulary concept ``key`` (``others``: the other concepts'
+    terms, to avoid quoting a list sentence)."""
     out = []
     for d in docs:
         if key not in (d.metadata.get("concepts") or []):
             continue
         stance = d.metadata.get("stance")
         sup, against = _stance_class_terms(bank, stance)
-        sentence = best_sentence(d.text, terms, sup, against)
+        sentence = best_sentence(d.text, terms, sup, against, others)
         chunks = chunk_document(d)
         chunk = next((cid for cid, text, _ in chunks if sentence[:60] in text), chunks[0][0] if chunks else "")
         out.append(Citation(doc_id=d.doc_id, chunk_id=chunk, sentence=sentence, concept=key,
@@ -124,21 +171,29 @@ def citations_for(key: str, terms: Sequence[str], docs: Sequence[Document], bank
     return out
 
 
-def stance_associations(citations: Sequence[Citation], bank: ConceptBank) -> list[ClassAssociation]:
+def names_concept(sentence: str, terms: Sequence[str]) -> bool:
+    """Whether ``sentence`` affirms one of ``terms`` or its distinctive word (:func:`head_terms`)."""
+    return any(not m.negated for m in find_mentions(sentence, [*terms, *head_terms(terms)]))
+
+
+def stance_associations(citations: Sequence[Citation], bank: ConceptBank,
+                        margin: int = SIGN_MARGIN) -> list[ClassAssociation]:
     """The prior per bank class from citation stances.
 
-    +1 for the class most passages argue for (a strict maximum), −1 for a class no passage argues for while
-    some argue for another, else 0 (a tie, a minority class, or only ``depends`` passages). A finding the
-    literature ties to several classes thus points only to its main one.
+    +1 for the class most passages argue for when it leads every other class by at least ``margin``
+    passages; then −1 for each class no passage argues for; else 0 everywhere (a near tie such as 3 nevus
+    against 2 melanoma passages, or only ``depends`` passages). A finding the literature ties to several
+    classes thus points only to its main one, and only when the literature clearly favours it.
     """
     stanced = [c for c in citations if c.stance and c.stance != DEPENDS]
     support = {cls.key: [c for c in stanced if stance_sign(c.stance, [cls.key]) > 0] for cls in bank.classes}
-    top = max((len(v) for v in support.values()), default=0)
-    n_top = sum(len(v) == top for v in support.values())
+    counts = sorted((len(v) for v in support.values()), reverse=True)
+    top = counts[0] if counts else 0
+    clear = top > 0 and top - (counts[1] if len(counts) > 1 else 0) >= margin
     out = []
     for cls in bank.classes:
         n = len(support[cls.key])
-        prior = 1 if top and n == top and n_top == 1 else -1 if top and n == 0 else 0
+        prior = (1 if n == top else -1 if n == 0 else 0) if clear else 0
         pool = support[cls.key] if prior > 0 else [c for c in stanced if c not in support[cls.key]]
         ev = [Evidence(doc_id=c.doc_id, chunk_id=c.chunk_id, sentence=c.sentence, polarity=prior)
               for c in pool][:3] if prior else []
@@ -211,13 +266,22 @@ def cite_bank(bank: ConceptBank, docs: Sequence[Document] | None = None,
             concepts.append(seeded)
         else:
             logger.warning("target %s: no tagged passage and no lexicon match; it stays uncovered", sources[0])
+    # the other concepts' distinctive words, without class names ("melanoma" names a class, not a finding)
+    class_words = {norm_term(t) for ts in _class_terms(bank).values() for t in ts}
+    heads = {key: [h for h in head_terms([p for t in group for p in t.phrases]) if norm_term(h) not in class_words]
+             for key, group in by_key.items()}
     out = []
     for c in concepts:
         cites: list[Citation] = []
         for src in c.grounding.sources:
             group = by_key.get(_key(src), [])
             terms = lexicon_terms(bank.modality, [*c.terms, *(p for t in group for p in t.phrases)])
-            cites += citations_for(_key(src), terms, docs, bank)[:MAX_CITATIONS]
+            others = [h for key, h in heads.items() if key != _key(src) and h and not set(h) & set(head_terms(terms))]
+            have = {(x.doc_id, x.concept) for x in cites}  # ph2: and derm7pt: share keys: cite a passage once
+            kept = citations_for(_key(src), terms, docs, bank, others)[:MAX_CITATIONS]
+            # passages whose quote names the concept first, list sentences last (the 8 kept stay corpus order)
+            kept.sort(key=lambda x: (not names_concept(x.sentence, terms), is_list(x.sentence, others)))
+            cites += [x for x in kept if (x.doc_id, x.concept) not in have]
         # tagged passages replace co-occurrence counts as the prior's evidence ("depends" ones give 0)
         update: dict = {"citations": cites, "classes": stance_associations(cites, bank)} if cites else {}
         out.append(c.model_copy(update=update))

@@ -19,6 +19,8 @@ from typing import Any
 from medcbm._io import atomic_write_json, sha256_file
 from medcbm._resources import resource_path
 from medcbm.errors import DataError
+from medcbm.knowledge.evalset import groups, load_eval
+from medcbm.knowledge.expansion import expand_query
 from medcbm.knowledge.retrieval import MODES
 from medcbm.knowledge.retrieval import du
 from medcbm.knowledge.store import KnowledgeStore
@@ -29,32 +31,20 @@ PROFILE_MAX_CHARS = 400
 MIN_LATENCY_CHUNKS = 50_000
 
 
-def load_eval(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Eval rows ``{"qid","query","relevant":[doc ids],"kind"}``; a bad row is a :class:`DataError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("retrieval eval set not found", path=str(path))
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"malformed JSON ({exc.msg})", path=str(path), row=i) from None
-        for key in ("qid", "query", "relevant"):
-            if not row.get(key):
-                raise DataError("missing field", path=str(path), row=i, field=key)
-        rows.append(row)
-    return rows
-
-
 def score_rankings(rows: list[dict], rankings: list[list[str]], ks: tuple[int, ...] = (5, 10)) -> dict[str, float]:
-    """Mean recall@k (share of a query's relevant docs in its top k) and MRR over ranked doc-id lists."""
+    """Mean recall@k, hit@k and MRR over ranked doc-id lists.
+
+    recall@k is the share of a query's relevant docs in its top k, out of at most k
+    (``|relevant & top k| / min(|relevant|, k)``): a concept query whose corpus tags give 14 gold passages
+    scores 1.0 when all 5 of its top 5 are gold. For queries with <= k relevant docs it is plain recall.
+    hit@k: the share of queries with at least one relevant doc in the top k.
+    """
     out: dict[str, float] = {}
     for k in ks:
-        vals = [len(set(r["relevant"]) & set(ranked[:k])) / len(set(r["relevant"])) for r, ranked in zip(rows, rankings)]
+        vals = [len(set(r["relevant"]) & set(ranked[:k])) / min(len(set(r["relevant"])), k)
+                for r, ranked in zip(rows, rankings)]
         out[f"recall@{k}"] = sum(vals) / len(vals)
+        out[f"hit@{k}"] = sum(bool(set(r["relevant"]) & set(ranked[:k])) for r, ranked in zip(rows, rankings)) / len(rows)
     rr = []
     for r, ranked in zip(rows, rankings):
         rel = set(r["relevant"])
@@ -63,19 +53,58 @@ def score_rankings(rows: list[dict], rankings: list[list[str]], ks: tuple[int, .
     return out
 
 
-def evaluate(store: KnowledgeStore, rows: list[dict], k: int = 10) -> dict[str, dict[str, float]]:
-    """``{"recall@5": {mode: ..}, "recall@10": {..}, "mrr": {..}}`` plus the same per query kind."""
-    result: dict[str, Any] = {}
-    kinds = sorted({r.get("kind", "all") for r in rows})
+def doc_rankings(store: KnowledgeStore, queries: list[str], mode: str, k: int = 10, **kw: Any) -> list[list[str]]:
+    """Per query, the doc ids of its top-``k`` chunks (first occurrence kept: a doc-level ranking)."""
+    hits = store.search_batch(queries, k=k, mode=mode, **kw)
+    return [list(dict.fromkeys(p.doc_id for p in h)) for h in hits]
+
+
+#: the hybrid settings tried on the ``tune`` queries: lexicon query expansion, and the (dense, BM25) RRF weights
+HYBRID_GRID: tuple[tuple[bool, tuple[float, float]], ...] = tuple(
+    (expand, w) for expand in (False, True) for w in ((1.0, 1.0), (1.0, 0.5), (1.0, 2.0), (1.0, 3.0)))
+
+
+def _grouped(rows: list[dict], ranked: list[list[str]], mode: str, result: dict[str, Any]) -> None:
+    for name, idx in groups(rows).items():
+        scores = score_rankings([rows[i] for i in idx], [ranked[i] for i in idx])
+        for metric, v in scores.items():
+            if name == "all":
+                result.setdefault(metric, {})[mode] = round(v, 4)
+            result["groups"].setdefault(name, {"n_queries": len(idx)}).setdefault(metric, {})[mode] = round(v, 4)
+
+
+def _queries(rows: list[dict], expand: bool) -> list[str]:
+    return [expand_query(r["query"]) if expand else r["query"] for r in rows]
+
+
+def tune_hybrid(store: KnowledgeStore, rows: list[dict], k: int = 10) -> dict[str, Any]:
+    """Pick the :data:`HYBRID_GRID` setting with the best recall@5 (then MRR) on the ``tune`` rows only."""
+    tune = [r for r in rows if r.get("split") == "tune"]
+    if not tune:
+        raise DataError("the eval set has no 'tune' rows to choose the hybrid settings on", field="split")
+    tried = []
+    for expand, weights in HYBRID_GRID:
+        m = score_rankings(tune, doc_rankings(store, _queries(tune, expand), "hybrid", k, weights=weights))
+        tried.append({"expand": expand, "weights": list(weights), "recall@5": round(m["recall@5"], 4),
+                      "mrr": round(m["mrr"], 4)})
+    best = max(tried, key=lambda t: (t["recall@5"], t["mrr"]))
+    return {"chosen_on": "tune", "n_tune_queries": len(tune), "expand": best["expand"],
+            "weights": best["weights"], "tried": tried}
+
+
+def evaluate(store: KnowledgeStore, rows: list[dict], k: int = 10, *, tuned: dict | None = None) -> dict[str, Any]:
+    """``{"recall@5": {mode: ..}, "hit@5": .., "recall@10": .., "hit@10": .., "mrr": ..}`` over all rows, plus
+    ``"groups"``: the same per split, per kind and per split/kind (:func:`medcbm.knowledge.evalset.groups`).
+
+    ``tuned`` (from :func:`tune_hybrid`) adds mode ``hybrid_tuned``: hybrid with the chosen expansion and
+    weights. Judge it on the ``report`` split only; its ``tune`` numbers are what it was chosen on.
+    """
+    result: dict[str, Any] = {"groups": {}}
     for mode in MODES:
-        hits = store.search_batch([r["query"] for r in rows], k=k, mode=mode)
-        ranked = [list(dict.fromkeys(p.doc_id for p in h)) for h in hits]  # doc-level ranking
-        for metric, v in score_rankings(rows, ranked).items():
-            result.setdefault(metric, {})[mode] = round(v, 4)
-        for kind in kinds:
-            idx = [i for i, r in enumerate(rows) if r.get("kind", "all") == kind]
-            for metric, v in score_rankings([rows[i] for i in idx], [ranked[i] for i in idx]).items():
-                result.setdefault("by_kind", {}).setdefault(kind, {}).setdefault(metric, {})[mode] = round(v, 4)
+        _grouped(rows, doc_rankings(store, _queries(rows, False), mode, k), mode, result)
+    if tuned is not None:
+        ranked = doc_rankings(store, _queries(rows, tuned["expand"]), "hybrid", k, weights=tuple(tuned["weights"]))
+        _grouped(rows, ranked, "hybrid_tuned", result)
     return result
 
 
@@ -139,17 +168,24 @@ def build_latency_store(root: Path, quality: KnowledgeStore,
 
 
 def measure_latency(store: KnowledgeStore, queries: list[str], *, k: int = 10, n: int = 200,
-                    warmup: int = 5) -> dict[str, dict[str, float]]:
-    """p50/p95 milliseconds of single-query top-``k`` search per mode (query embedding included)."""
+                    warmup: int = 5, tuned: dict | None = None) -> dict[str, dict[str, float]]:
+    """p50/p95 milliseconds of single-query top-``k`` search per mode (query embedding included; for
+    ``hybrid_tuned``, the lexicon expansion too)."""
     qs = [queries[i % len(queries)] for i in range(n)]
     out: dict[str, dict[str, float]] = {"query_p50_ms": {}, "query_p95_ms": {}}
-    for mode in MODES:
+    runs = {m: (lambda q, m=m: store.search(q, k=k, mode=m)) for m in MODES}
+    if tuned is not None:
+        def run_tuned(q: str) -> None:
+            store.search_batch([expand_query(q) if tuned["expand"] else q], k=k, mode="hybrid",
+                               weights=tuple(tuned["weights"]))
+        runs["hybrid_tuned"] = run_tuned
+    for mode, run in runs.items():
         for q in qs[:warmup]:
-            store.search(q, k=k, mode=mode)
+            run(q)
         times = []
         for q in qs:
             t0 = time.perf_counter()
-            store.search(q, k=k, mode=mode)
+            run(q)
             times.append((time.perf_counter() - t0) * 1000)
         times.sort()
         out["query_p50_ms"][mode] = round(statistics.median(times), 2)
@@ -168,8 +204,10 @@ def run_bench(json_path: str | os.PathLike, *, store_dir: str | os.PathLike = "r
     root = Path(store_dir)
     rows = load_eval(eval_path or resource_path("knowledge", "eval", "retrieval_eval.jsonl"))
     quality, qinfo = build_quality_store(root, url)
-    result: dict[str, Any] = evaluate(quality, rows)
-    by_kind = result.pop("by_kind")
+    tuned = tune_hybrid(quality, rows)
+    result: dict[str, Any] = evaluate(quality, rows, tuned=tuned)
+    by_group = result.pop("groups")
+    result["hybrid_tuned"] = tuned
     result.update({
         "n_queries_eval": len(rows), "quality_store_chunks": len(quality),
         "ingest_chunks_s": qinfo.get("chunks_per_s"), "embedder": quality.embedder_name,
@@ -179,12 +217,12 @@ def run_bench(json_path: str | os.PathLike, *, store_dir: str | os.PathLike = "r
         lat_store, linfo = build_latency_store(root, quality, url)
         if len(lat_store) < MIN_LATENCY_CHUNKS:
             logger.warning("latency store has %d chunks (< %d)", len(lat_store), MIN_LATENCY_CHUNKS)
-        result.update(measure_latency(lat_store, [r["query"] for r in rows], n=n_queries))
+        result.update(measure_latency(lat_store, [r["query"] for r in rows], n=n_queries, tuned=tuned))
         result.update({"n_chunks": len(lat_store), "latency_store_bytes": du(root / "latency"),
                        "latency_bm25_bytes": du(lat_store.lexical_dir),
                        "latency_ingest_chunks_s": linfo.get("chunks_per_s"),
                        "by_source": lat_store.stats()["by_source"]})
-    result["by_kind"] = by_kind
+    result["groups"] = by_group
     result["cpu_count"] = os.cpu_count()
     atomic_write_json(json_path, result)
     return result

@@ -146,7 +146,8 @@ class SearchMixin:
 
     def search_batch(self, queries: Sequence[str], k: int = 10, mode: str = "hybrid", *,
                      exclude_doc_ids: set[str] | frozenset[str] | None = None,
-                     where: dict[str, Any] | None = None, candidates: int = 50) -> list[list[Passage]]:
+                     where: dict[str, Any] | None = None, candidates: int = 50,
+                     weights: tuple[float, float] = (1.0, 1.0)) -> list[list[Passage]]:
         """Top-``k`` passages for each query.
 
         Args:
@@ -156,6 +157,7 @@ class SearchMixin:
             exclude_doc_ids: documents to leave out (e.g. already used by earlier queries).
             where: metadata equality filters on ``source``, ``modality``, ``license`` (a list means any of).
             candidates: how many of each ranking hybrid fuses (at least ``k``).
+            weights: hybrid's reciprocal-rank weights of the (dense, BM25) rankings.
 
         Raises:
             DataError: the store is empty.  ConfigError: bad mode, filter key or mismatched embedder.
@@ -179,7 +181,7 @@ class SearchMixin:
             by_id = {p.chunk_id: p for p in (*b, *d)}
             ranks = {"dense": {p.chunk_id: r for r, p in enumerate(d, 1)},
                      "bm25": {p.chunk_id: r for r, p in enumerate(b, 1)}}
-            fused = rrf_fuse([[p.chunk_id for p in d], [p.chunk_id for p in b]])[:k]
+            fused = rrf_fuse([[p.chunk_id for p in d], [p.chunk_id for p in b]], weights=weights)[:k]
             out.append([
                 replace(by_id[cid], score=score,
                         metadata={**by_id[cid].metadata, "ranks": {m: r[cid] for m, r in ranks.items() if cid in r}})
