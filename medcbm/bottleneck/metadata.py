@@ -56,7 +56,7 @@ def mapped_labels(manifest, meta: dict) -> tuple:
 
 
 # DICOM Modality values a model of each imaging domain can read; anything else is another kind of image
-DOMAIN_MODALITIES = {"dermoscopy": {"XC", "VL", "OT", "SC", "DM", ""}, "chest_xray": {"CR", "DX", "OT", "SC", ""}}
+DOMAIN_MODALITIES = {"dermoscopy": {"XC", "VL", "OT", "SC", "DM", ""}, "chest_xray": {"CR", "DX", "OT", "SC", "X-RAY", ""}}  # X-RAY: the COVID-19 collection's metadata
 
 
 def model_domain(meta: dict) -> str | None:
