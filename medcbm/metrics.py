@@ -69,14 +69,37 @@ def bootstrap_ci(y: np.ndarray, proba: np.ndarray, fn=accuracy, *, n: int = 1000
 def split_metrics(y: np.ndarray, proba: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> dict:
     """All headline metrics for one test split."""
     lo, hi = bootstrap_ci(y, proba, n=n_boot, seed=seed)
-    return {
+    out = {
         "n": int(len(y)),
         "acc": accuracy(y, proba),
         "acc_ci95": [lo, hi],
         "balanced_acc": balanced_accuracy(y, proba),
         "auroc": auroc(y, proba),
+        "auroc_ci95": list(bootstrap_ci(y, proba, fn=auroc, n=n_boot, seed=seed)),
         "ece": expected_calibration_error(y, proba),
     }
+    out["no_better_than_chance"] = no_better_than_chance(out)
+    return out
+
+
+def no_better_than_chance(m: dict) -> bool | None:
+    """Whether the AUROC's 95 % interval in ``m`` (a :func:`split_metrics` result) reaches down to 0.5 (includes
+    it, or lies below it) — the one place that judgement is made (``train`` output, the model card and the audit
+    all call it); ``None`` without an interval."""
+    ci = m.get("auroc_ci95") or [float("nan")] * 2
+    if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in ci):
+        return None
+    return bool(ci[0] <= 0.5)
+
+
+def chance_sentence(m: dict, where: str) -> str | None:
+    """``"<where>: AUROC 0.485 [95 % interval 0.40, 0.57] includes 0.5: no better than chance"`` when
+    :func:`no_better_than_chance`, else ``None``."""
+    if not no_better_than_chance(m):
+        return None
+    lo, hi = m["auroc_ci95"]
+    return (f"{where}: AUROC {m['auroc']:.3f} [95 % interval {lo:.3f}, {hi:.3f}] "
+            f"{'includes' if hi >= 0.5 else 'lies below'} 0.5: no better than chance")
 
 
 def age_band(age: float) -> str:

@@ -248,7 +248,7 @@ def explain_from_concepts(model, P: np.ndarray, *, case_ids: Sequence[str],
                 near_boundary=bool(abs(P[i, j] - 0.5) < CONCEPT_BOUNDARY),
                 has_bank_entry=bool(links[k]), links=links[k], citation=cite, counter_citation=counter))
         concepts.sort(key=lambda e: -abs(e.margin_contribution))
-        truth = None if y is None else classes[int(y[i])]
+        truth = None if y is None or y[i] < 0 else classes[int(y[i])]  # -1: a label the model does not map
         out.append(CaseExplanation(
             case=str(case_ids[i]), predicted=classes[c], probability=float(proba[i, c]),
             class_probabilities={classes[a]: float(proba[i, a]) for a in range(len(classes))},

@@ -110,6 +110,7 @@ def model_card(report: AuditReport) -> str:
     ]
     for r in _metric_rows(report):
         lines.append(f"- {md(r['name'])}: {r['value']}")
+    lines += [f"- **{md(n)}**" for n in report.performance_notes]
     if report.calibration:
         lines.append(f"- expected calibration error on the audit manifest: {report.calibration.ece:.4f}")
     if report.interventions:

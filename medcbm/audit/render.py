@@ -93,6 +93,7 @@ Case ids: {{ r.data.case_ids }}; site labels: {{ r.data.site_labels }}.</p>
 <tr><td>{{ r.metrics.n }}</td><td>{{ "%.3f"|format(r.metrics.acc) }} ({{ "%.3f"|format(r.metrics.acc_ci95[0]) }}–{{ "%.3f"|format(r.metrics.acc_ci95[1]) }})</td>
 <td>{{ "%.3f"|format(r.metrics.balanced_acc) }}</td><td>{{ fmt(r.metrics.auroc) }}</td><td>{{ "%.3f"|format(r.metrics.ece) }}</td></tr></table>
 {% else %}<p>The manifest is not labelled with the model's classes: no accuracy or calibration.</p>{% endif %}
+{% for n in r.performance_notes %}<p class="note" role="note"><strong>{{ n }}</strong></p>{% endfor %}
 {% if r.data.scope and r.data.scope.out_of_scope %}<div class="scope" role="note"><strong>{{ r.data.scope.out_of_scope }} of {{ r.data.scope.n }}
 image(s) are outside this model's scope</strong> ({% for c, n in r.data.scope.by_check.items() %}{{ scope_words[c] }}: {{ n }}{{ "; " if not loop.last }}{% endfor %}).
 Their predictions, concepts and citations below are not to be trusted; each such case says why.</div>

@@ -200,7 +200,13 @@ def build_audit(model_dir: str | os.PathLike, manifest: Manifest, *, cases: Sequ
     P = model.predict_concepts(X, groups)
     proba = model.predict_proba_from_concepts(P)
     y = label_indices(sframe, meta)
-    labelled = bool(len(y)) and bool((y >= 0).all())
+    lab = y >= 0  # rows the model's label map (or class names) covers are scored; the others are counted
+    labelled = bool(lab.any())
+    if labelled and not lab.all():
+        logger.warning("%d of %d rows have labels outside the model's label map (%s): scoring the other %d",
+                       int((~lab).sum()), len(y), ", ".join(f"{k!r}: {v}" for k, v in
+                                                           sframe["label"][~lab].astype(str).value_counts().items()),
+                       int(lab.sum()))
     site_names = sorted(sframe["site"].astype(str).unique()) if "site" in sframe.columns else []
     site_label = {v: (v if raw_sites else f"site {chr(65 + i) if i < 26 else i + 1}") for i, v in enumerate(site_names)}
     row_of = {i: r for r, i in enumerate(scored)}
@@ -238,9 +244,15 @@ def build_audit(model_dir: str | os.PathLike, manifest: Manifest, *, cases: Sequ
                                                                                for c, m in maps.items()}})
     timings["occlusion"] = time.perf_counter() - t3
     t2 = time.perf_counter()
-    from medcbm.metrics import split_metrics
+    from medcbm.metrics import chance_sentence, split_metrics
 
+    P_all = P
+    if labelled:  # the labelled views (metrics, calibration, drift within class, interventions) read mapped rows
+        P, sframe, y, proba = P[lab], sframe[lab].reset_index(drop=True), y[lab], proba[lab]
     metrics = split_metrics(y, proba, n_boot=200) if labelled and len(np.unique(y)) > 1 else None
+    notes = [n for s_, m_ in (meta.get("provenance") or {}).get("metrics", {}).items()
+             if (n := chance_sentence(m_, f"{s_} split at training"))]
+    notes += [n] if metrics and (n := chance_sentence(metrics, "this manifest")) else []
     acts = activation_view(model, P, sframe, y if labelled else None,
                            label_for=lambda col, v: site_label.get(v, v) if col == "site" else v)
     curves, note = None, None
@@ -257,12 +269,12 @@ def build_audit(model_dir: str | os.PathLike, manifest: Manifest, *, cases: Sequ
     report = AuditReport(
         medcbm_version=__version__, model=_model_summary(model, meta),
         data=DataSummary(n_rows=len(frame), n_scored=len(scored), labelled=labelled,
-                         n_labelled=int((y >= 0).sum()), image_issues=issues,
+                         n_labelled=int(lab.sum()), n_unmapped=int((~lab).sum()), image_issues=issues,
                          case_ids="raw" if raw_ids else "salted hash", site_labels="raw" if raw_sites else "pseudonymous",
                          thumbnails="none" if not thumbnails else ("photographs and DICOM" if dicom_thumbnails else "photographs"),
                          scope=ScopeSummary(**scope_counts(scope))),
-        metrics=metrics, calibration=calibration(y, proba) if labelled else None,
-        weights=concept_weights(model, P), activations=acts, interventions=curves, interventions_note=note,
+        metrics=metrics, performance_notes=notes, calibration=calibration(y, proba) if labelled else None,
+        weights=concept_weights(model, P_all), activations=acts, interventions=curves, interventions_note=note,
         ablation=concept_ablation(model, P, y) if labelled else None, cases=case_reports,
         concept_links={k: bank_links(model, k) for k in model.concept_names_},
         adaptations=_adaptations(model_dir, meta, raw_sites=raw_sites))

@@ -61,6 +61,7 @@ class DataSummary(_M):
     n_scored: int
     labelled: bool
     n_labelled: int
+    n_unmapped: int = 0  # rows whose label the model's label map does not cover: counted, not scored
     image_issues: list[ImageIssue]
     case_ids: Literal["salted hash", "raw"]
     site_labels: Literal["pseudonymous", "raw"]
@@ -113,6 +114,7 @@ class AuditReport(_M):
     model: ModelSummary
     data: DataSummary
     metrics: dict | None = None
+    performance_notes: list[str] = []  # e.g. "test split at training: AUROC ... includes 0.5: no better than chance"
     calibration: Calibration | None = None
     weights: list[ConceptWeight]
     activations: ActivationView

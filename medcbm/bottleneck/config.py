@@ -48,6 +48,8 @@ class ReportSource(BaseModel):
         column: the manifest column holding the text.
         vocabulary: ``cxr_notes`` (the shipped chest X-ray findings) or a YAML file ``{concept: [synonyms]}``.
         unmentioned: how a finding a non-empty note does not name is labelled (``absent`` is KnoBo's rule).
+        uncertain: how a finding named only with a hedge ("possible", "cannot exclude") is labelled:
+            ``positive`` (as affirmed), ``negative``, or ``ignore`` (that image does not train its probe).
         pca_components: project features on the training split's top principal components first
             (regularises the probes when there are few training images); ``null`` to skip.
         bank_prefix: grounding-source prefix of the bank concepts that describe these findings.
@@ -58,6 +60,7 @@ class ReportSource(BaseModel):
     column: str = "clinical_notes"
     vocabulary: str = "cxr_notes"
     unmentioned: Literal["absent", "unknown"] = "absent"
+    uncertain: Literal["positive", "negative", "ignore"] = "positive"
     pca_components: int | None = Field(64, gt=0)
     max_iter: int = Field(150, gt=0)
     bank_prefix: str = "cxr_notes"

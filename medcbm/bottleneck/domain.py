@@ -1,7 +1,7 @@
 """Feature-distance domain guard: do new images look like the ones the model was trained on?
 
-A dermoscopy model given chest radiographs still outputs a confident "benign"; the modality guard
-(:func:`medcbm.bottleneck.metadata.warn_foreign_modality`) only sees DICOM headers. The backbone features see
+A dermoscopy model given chest radiographs still outputs a confident "benign"; the modality and colour checks
+of :mod:`medcbm.bottleneck.scope` see what a file declares and shows. The backbone features see
 every image: a model stores the mean of its training images' features, and the limit on cosine distance to it
 is calibrated on the validation images, which the mean never saw (a split-conformal quantile: a new in-domain
 image exceeds it with probability at most 1 %). Each new image's distance is compared with that limit, using the
@@ -29,7 +29,6 @@ from medcbm.errors import DataError
 logger = logging.getLogger(__name__)
 
 QUANTILE = 0.99  # the training distance a new image is compared with
-WARN_SHARE = 0.2  # warn when more than this share of a manifest's images lie beyond it
 TENSOR = "domain.feature_mean"
 
 
@@ -119,29 +118,3 @@ class FeatureDomain:
             raise DataError(f"{where}: tensor '{TENSOR}' is {got}, model.json 'feature_domain' implies ({s.dim},); "
                             "restore the files saved with the model")
         return cls(mean, s)
-
-
-def check_domain(model, X: np.ndarray) -> np.ndarray | None:
-    """Score images against the model's training features and warn loudly when many look unlike them.
-
-    The warning names counts only (no ids, no paths): it goes to shared logs.
-
-    Args:
-        model: a fitted or loaded CBM (or an adaptation, which uses its base model's summary).
-        X: the images' backbone features ``(n, D)``, as extracted for prediction.
-
-    Returns:
-        Per-image scores (above 1: farther from the training mean than 99 % of the training images), or
-        ``None`` when the model has no summary.
-    """
-    domain = getattr(model, "feature_domain_", None)
-    if domain is None:
-        logger.debug("no training feature summary: images are not compared with the training data")
-        return None
-    scores = domain.scores(X)
-    n = int((scores > 1.0).sum())
-    if len(scores) and n > WARN_SHARE * len(scores):
-        logger.warning("%d of %d images look unlike the model's training data (backbone features farther from them "
-                       "than %.0f%% of the training images): the predictions may be unreliable", n, len(scores),
-                       100 * domain.summary.quantile)
-    return scores

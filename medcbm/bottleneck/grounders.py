@@ -197,8 +197,10 @@ def report_probes(source: ReportSource, train: LabelledSplit, X: np.ndarray, cfg
         X = pca.transform(X).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # rare findings are recorded in probes.flagged_ instead
-        probes = fit_report_probes(X, texts, report_vocabulary(source), unmentioned=source.unmentioned, probes=ConceptProbes(
-            min_auc=cfg.grounding.min_auc, drop_weak=cfg.grounding.drop_weak, seed=seed, max_iter=source.max_iter))
+        probes = ConceptProbes(min_auc=cfg.grounding.min_auc, drop_weak=cfg.grounding.drop_weak, seed=seed,
+                               max_iter=source.max_iter)
+        probes = fit_report_probes(X, texts, report_vocabulary(source), unmentioned=source.unmentioned,
+                                   uncertain=source.uncertain, probes=probes)
     if not probes.concept_names_:
         raise DataError(f"no report-derived concept reached CV AUROC {cfg.grounding.min_auc} on these training images "
                         f"(flagged: {probes.flagged_}); lower grounding.min_auc or set drop_weak: false")

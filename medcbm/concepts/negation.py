@@ -5,8 +5,13 @@ precedes it in the same clause, or a post-trigger ("is absent", "was ruled out")
 same clause. Clauses end at sentence punctuation, semicolons and contrastive conjunctions ("but",
 "however", "although"), which is where NegEx stops a trigger's scope.
 
+A mention is *uncertain* when a hedge ("possible", "cannot exclude", "may represent", "suspicious for",
+...) precedes it in the clause, or one ("cannot be excluded", "is not excluded", "is suspected") follows it;
+a denial in the same clause wins ("not likely pneumonia" denies it), so ``negated`` reads as before.
+
 Used by the concept prior (is a finding affirmed or denied for a class?) and by report-derived
-pseudo-labels (issue 5): ``label_text(note, vocab) -> {concept: 1 | 0 | None}``.
+pseudo-labels (issue 5): ``label_text(note, vocab) -> {concept: 1 | 0 | None}`` (``uncertain=`` says what
+a finding mentioned only with a hedge gets).
 """
 
 from __future__ import annotations
@@ -32,6 +37,17 @@ POST_TRIGGERS: tuple[str, ...] = (
     "not identified", "not visible", "is rare", "are rare", "unlikely", "has resolved", "have resolved",
     "resolved", "uncommon", "unusual", "rare", "argue for another", "argues for another",
 )
+# Hedges: what follows (UNCERTAIN_PRE) or precedes (UNCERTAIN_POST) them in the clause is uncertain.
+UNCERTAIN_PRE: tuple[str, ...] = (
+    "possible", "possibly", "probable", "probably", "may represent", "may be", "might be", "could be",
+    "could represent", "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
+    "cannot be excluded", "questionable", "question of", "suspicious for", "suspicion of", "suspected",
+    "concern for", "concerning for", "equivocal", "likely", "presumed", "vs", "versus", "differential",
+)
+UNCERTAIN_POST: tuple[str, ...] = (
+    "cannot be excluded", "can not be excluded", "cannot be ruled out", "not excluded", "is not excluded",
+    "is suspected", "are suspected", "is possible", "are possible", "is likely", "are likely", "is questionable",
+)
 # Clause boundaries: punctuation that ends a sentence or clause, and contrastive conjunctions.
 # NegEx termination terms ("suggesting", "consistent with", "residual") also close a trigger's scope.
 _CLAUSE_END = re.compile(
@@ -49,6 +65,7 @@ class Mention:
     end: int
     negated: bool
     surface: str = ""
+    uncertain: bool = False
 
 
 @lru_cache(maxsize=65536)
@@ -72,6 +89,8 @@ def _trigger_pattern(triggers: Sequence[str]) -> re.Pattern[str]:
 
 _PRE = _trigger_pattern(PRE_TRIGGERS)
 _POST = _trigger_pattern(POST_TRIGGERS)
+_UNC_PRE = _trigger_pattern(UNCERTAIN_PRE)
+_UNC_POST = _trigger_pattern(UNCERTAIN_POST)
 
 
 def clause_spans(text: str) -> list[tuple[int, int]]:
@@ -111,6 +130,10 @@ def _is_negated(text: str, clause: tuple[int, int], start: int, end: int) -> boo
     return bool(_POST.search(after))
 
 
+def _is_uncertain(text: str, clause: tuple[int, int], start: int, end: int) -> bool:
+    return bool(_UNC_PRE.search(text[clause[0]:start]) or _UNC_POST.search(text[end:clause[1]]))
+
+
 def find_mentions(text: str, terms: Iterable[str] | Mapping[str, Sequence[str]]) -> list[Mention]:
     """Find every mention of the given terms, with negation status.
 
@@ -135,7 +158,9 @@ def find_mentions(text: str, terms: Iterable[str] | Mapping[str, Sequence[str]])
             continue
         for m in _term_pattern(variant).finditer(text):
             clause = next(((s, e) for s, e in clauses if s <= m.start() < e), (0, len(text)))
-            hits.append(Mention(canon, m.start(), m.end(), _is_negated(text, clause, m.start(), m.end()), m.group(0)))
+            negated = _is_negated(text, clause, m.start(), m.end())  # a denial wins: "not likely X" denies X
+            hedged = not negated and _is_uncertain(text, clause, m.start(), m.end())
+            hits.append(Mention(canon, m.start(), m.end(), negated, m.group(0), hedged))
     hits.sort(key=lambda h: (h.start, -(h.end - h.start)))
     kept: list[Mention] = []
     for h in hits:
@@ -145,22 +170,32 @@ def find_mentions(text: str, terms: Iterable[str] | Mapping[str, Sequence[str]])
     return kept
 
 
-def label_text(text: str | None, vocab: Mapping[str, Sequence[str]]) -> dict[str, int | None]:
+def label_text(text: str | None, vocab: Mapping[str, Sequence[str]], *,
+               uncertain: float | None = 1) -> dict[str, float | None]:
     """Label each concept as affirmed (1), denied (0) or not mentioned (None) in ``text``.
 
     A concept affirmed anywhere is 1 even if also denied elsewhere (reports often say "no effusion
-    on the left, small effusion on the right"); denied-only is 0.
+    on the left, small effusion on the right"); denied-only is 0. A concept mentioned with a hedge and
+    never affirmed gets ``uncertain``.
 
     Args:
         text: the note or report; ``None``/empty gives all ``None``.
         vocab: ``{concept: [synonyms...]}``.
+        uncertain: the label of a hedged-only finding (default 1: read as affirmed, the NegEx convention;
+            e.g. ``0.5`` or a sentinel to treat it apart).
     """
-    labels: dict[str, int | None] = {c: None for c in vocab}
+    labels: dict[str, float | None] = {c: None for c in vocab}
     if not text:
         return labels
+    hedged: set[str] = set()
     for m in find_mentions(text, vocab):
-        if not m.negated:
+        if m.uncertain:
+            hedged.add(m.term)
+        elif not m.negated:
             labels[m.term] = 1
         elif labels[m.term] is None:
             labels[m.term] = 0
+    for c in hedged:
+        if labels[c] != 1:
+            labels[c] = uncertain
     return labels

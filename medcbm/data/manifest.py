@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("id", "image", "label")
 STANDARD_COLUMNS = ("id", "image", "label", "patient_id", "site", "sex", "age")
+#: how an importer's skippable error says to go on: the CLI flag, and the Python argument behind it
+SKIP_HINT = "pass --skip-bad to `medcbm data import`/`import-folder` (Python: skips=SkipLog()) to record and leave out such rows"
 
 
 def _row_no(idx: int) -> int:
@@ -183,10 +185,11 @@ class Manifest:
         return m
 
     # ------------------------------------------------------------------ validation
-    def check_files(self, *, skips: SkipLog | None = None) -> "Manifest":
+    def check_files(self, *, skips: SkipLog | None = None, hint: str | None = None) -> "Manifest":
         """Verify every image and lesion mask path: inside the manifest's folder when relative, and an existing
         regular file (:func:`~medcbm.data.paths.leaves_folder`, :func:`~medcbm.data.paths.file_problem`). Bad
-        rows raise, or are recorded in ``skips`` and dropped.
+        rows raise (their message ending in ``hint`` when given, e.g. :data:`SKIP_HINT`), or are recorded in
+        ``skips`` and dropped.
 
         Returns:
             ``self`` when all are usable, else a manifest without the skipped rows.
@@ -202,7 +205,7 @@ class Manifest:
                 continue
             message, path, field_ = problem
             if skips is None:
-                raise DataError(message, path=path, row=_row_no(i), field=field_)
+                raise DataError(f"{message}; {hint}" if hint else message, path=path, row=_row_no(i), field=field_)
             skips.add(message, row=_row_no(i), path=path)
         return self if len(keep) == len(self) else self.subset(keep)
 

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medcbm._cli_options import engine_options
@@ -31,6 +32,8 @@ def register(app: typer.Typer) -> None:
         name: Optional[str] = typer.Option(None, "--name", help="model name (output folder runs/models/NAME); "
                                            "overrides the config's name"),
         force: bool = typer.Option(False, "--force", help="replace a model already saved under this name"),
+        drop_unmapped: bool = typer.Option(False, "--drop-unmapped", help="leave out rows whose label the label map "
+                                           "does not cover (counted in a warning) instead of stopping"),
         seed: int = typer.Option(0, "--seed"),
         data_root: Optional[Path] = typer.Option(None, "--data-root"),
         cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
@@ -38,6 +41,7 @@ def register(app: typer.Typer) -> None:
         """Train a concept bottleneck model on a protocol or your own data and save it (safetensors + JSON)."""
         from medcbm._config import validate_model
         from medcbm.workflows.config import TrainConfig, load_train_config
+        from medcbm.metrics import chance_sentence
         from medcbm.workflows.train import train_cbm
 
         if config is not None:
@@ -45,9 +49,12 @@ def register(app: typer.Typer) -> None:
             if name is not None:
                 cfg = validate_model(TrainConfig, {**cfg.model_dump(), "name": name, "out_dir": _named_out_dir(cfg)},
                                      "--name")
+            if drop_unmapped:
+                cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"drop_unmapped": True})})
         else:
             data = {"manifest": manifest and str(manifest), "split": split, "protocol": protocol, "seed": seed,
-                    "train_manifest": train_manifest and str(train_manifest), "val_manifest": val_manifest and str(val_manifest)}
+                    "train_manifest": train_manifest and str(train_manifest), "val_manifest": val_manifest and str(val_manifest),
+                    "drop_unmapped": drop_unmapped or None}
             cfg = validate_model(TrainConfig, {"name": name or "model", "model": model_name,
                                           "data": {k: v for k, v in data.items() if v is not None}}, "train options")
         model, prov = train_cbm(cfg, data_root=data_root, cache_dir=cache_dir, force=force)
@@ -57,6 +64,9 @@ def register(app: typer.Typer) -> None:
         for split, m in prov["metrics"].items():
             t.add_row(split, f"{m['acc']:.3f}", f"{m['auroc']:.3f}", f"{m['ece']:.3f}")
         console.print(t)
+        for split, m in prov["metrics"].items():
+            if note := chance_sentence(m, f"{split} split"):
+                console.print(f"[bold yellow]warning:[/bold yellow] {escape(note)}")
         console.print(f"saved to {cfg.resolved_out_dir()}")
 
     @app.command("evaluate")

@@ -24,8 +24,9 @@ class DataConfig(BaseModel):
             (a seeded split that keeps each ``group_by`` value — patient — in one split).
         train_manifest, val_manifest: separate manifests (a ``val_manifest`` is required with them).
         test_manifests: extra labelled sets to report, ``{name: path}``.
-        label_map: class -> raw labels it includes (rows with other labels are left out); default: each
-            distinct label is a class.
+        label_map: class -> raw labels it includes; default: each distinct training label is a class.
+        drop_unmapped: leave out rows whose label the map does not cover (counted in a warning and in the
+            model's provenance); off by default, when such rows are an error listing the count per label.
         balance_column: the nuisance column (e.g. ``site``) whose groups balancing equalises within each class;
             a protocol's own nuisance attribute is used when training on a protocol.
         seed: split seed (and the protocol's seed).
@@ -41,6 +42,7 @@ class DataConfig(BaseModel):
     val_manifest: str | None = None
     test_manifests: dict[str, str] = Field(default_factory=dict)
     label_map: dict[str, list[str]] | None = None
+    drop_unmapped: bool = False
     val_frac: float = Field(0.15, gt=0, lt=1)
     test_frac: float = Field(0.15, ge=0, lt=1)
     group_by: str = "patient_id"

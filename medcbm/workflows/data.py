@@ -53,16 +53,35 @@ def _label_map(cfg: DataConfig, labels: pd.Series) -> dict[str, list[str]]:
     return {v: [v] for v in values}
 
 
-def _map(m: Manifest, label_map: dict[str, list[str]], name: str) -> tuple[Manifest, np.ndarray]:
-    """Rows whose label the map covers, with class indices (the rest are dropped, and counted in the log)."""
+def _map(m: Manifest, label_map: dict[str, list[str]], name: str) -> tuple[Manifest, np.ndarray, dict[str, int]]:
+    """Rows whose label the map covers, their class indices, and the count per label the map leaves out."""
     raw_to = {r: i for i, raws in enumerate(label_map.values()) for r in raws}
     y = m.frame["label"].map(raw_to)
     keep = np.flatnonzero(y.notna().to_numpy())
-    if len(keep) < len(m):
-        logger.info("%s: %d of %d rows have labels outside the label map and are left out", name, len(m) - len(keep), len(m))
     if not len(keep):
         raise DataError(f"no {name} row has a label in the label map {label_map}", path=m.source, field="label")
-    return m.subset(keep), y.iloc[keep].astype(int).to_numpy()
+    unmapped = {str(k): int(v) for k, v in m.frame["label"][y.isna()].astype(str).value_counts().items()}
+    return m.subset(keep), y.iloc[keep].astype(int).to_numpy(), unmapped
+
+
+def _check_unmapped(dropped: dict[str, dict[str, int]], parts: dict[str, Manifest], drop: bool) -> None:
+    """Rows outside the label map are an error with the count per label, or (``drop``) a warning per split."""
+    total: dict[str, int] = {}
+    for counts in dropped.values():
+        for k, v in counts.items():
+            total[k] = total.get(k, 0) + v
+    if not total:
+        return
+    listing = ", ".join(f"{k!r}: {v}" for k, v in sorted(total.items(), key=lambda kv: -kv[1]))
+    n, of = sum(total.values()), sum(len(m) for m in parts.values())
+    if not drop:
+        raise DataError(f"{n} of {of} rows have labels outside the label map ({listing}); add them to "
+                        "data.label_map, or set data.drop_unmapped: true (train: --drop-unmapped) to leave them out",
+                        path=parts["train"].source, field="label")
+    for s, counts in dropped.items():
+        if counts:
+            logger.warning("%s split: dropped %d of %d rows whose labels are outside the label map (%s)", s,
+                           sum(counts.values()), len(parts[s]), ", ".join(f"{k!r}: {v}" for k, v in counts.items()))
 
 
 def _from_column(m: Manifest, cfg: DataConfig) -> dict[str, Manifest]:
@@ -135,9 +154,10 @@ def training_data(cfg: DataConfig, *, data_root=None) -> TrainingData:
         parts[name] = _read(path)
     _check_disjoint(parts)
     label_map = _label_map(cfg, parts["train"].frame["label"])
-    manifests, y = {}, {}
+    manifests, y, dropped = {}, {}, {}
     for s, m in parts.items():
-        manifests[s], y[s] = _map(m, label_map, f"{s} split")
+        manifests[s], y[s], dropped[s] = _map(m, label_map, f"{s} split")
+    _check_unmapped(dropped, parts, cfg.drop_unmapped)
     for s in ("train", "val"):
         if len(np.unique(y[s])) < 2:
             raise DataError(f"the {s} split holds a single class after the label map; it needs at least two "
@@ -146,7 +166,8 @@ def training_data(cfg: DataConfig, *, data_root=None) -> TrainingData:
     groups = {s: nuisance_groups_of(m.frame, nuisance) for s, m in manifests.items()}
     return TrainingData(list(label_map), label_map, manifests, y, groups, nuisance,
                         {"source": source, "seed": cfg.seed, "split_hash": split_hash(manifests),
-                         "counts": {s: np.bincount(v, minlength=len(label_map)).tolist() for s, v in y.items()}})
+                         "counts": {s: np.bincount(v, minlength=len(label_map)).tolist() for s, v in y.items()},
+                         **({"dropped_unmapped": {s: d for s, d in dropped.items() if d}} if any(dropped.values()) else {})})
 
 
 def split_hash(manifests: dict[str, Manifest]) -> str:

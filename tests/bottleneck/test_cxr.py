@@ -59,7 +59,7 @@ def test_cxr_cbm_reports_recipe(cxr_method_input):
     data, sp = cxr_method_input
     assert {"cxr_cbm_reports", "cxr_cbm_reports_noprior", "cxr_cbm_reports_nofilter"} <= set(list_methods("covid-cxr"))
     assert get_method("cxr_cbm_reports").__doc__
-    # the benchmark uses 64 components / 150 iterations; smaller keeps the test short
+    # the benchmark uses 32 components / 150 iterations; smaller keeps the test short
     cfg = load_method_recipe("cxr_cbm_reports").with_overrides(
         {"grounding": {"sources": [{"kind": "reports", "pca_components": 16, "max_iter": 60}]}})
     out = run_recipe(cfg, data)

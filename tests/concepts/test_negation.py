@@ -52,3 +52,32 @@ def test_real_clinical_notes_labels(data_root):
                           if "effusion" not in n.replace("No pleural effusion.", ""))
     suggested = [n for _, n in notes if "suggesting pleural effusion" in n]
     assert suggested and all(label_text(n, vocab)["pleural_effusion"] == 1 for n in suggested)
+
+
+def test_hedges_make_a_mention_uncertain_and_a_denial_still_wins():
+    vocab = {"pneumonia": [], "effusion": [], "nodule": ["nodules"]}
+    cases = {
+        "Cannot exclude pneumonia. No effusion.": {"pneumonia": 0.5, "effusion": 0, "nodule": None},
+        "Pneumonia cannot be excluded; possible small effusion.": {"pneumonia": 0.5, "effusion": 0.5, "nodule": None},
+        "May represent pneumonia. Nodules are seen.": {"pneumonia": 0.5, "effusion": None, "nodule": 1},
+        "Not likely pneumonia. Possible effusion on the left. Effusion on the right.": {
+            "pneumonia": 0, "effusion": 1, "nodule": None},
+    }
+    for text, want in cases.items():
+        assert label_text(text, vocab, uncertain=0.5) == want, text
+    assert label_text("Cannot exclude pneumonia.", vocab)["pneumonia"] == 1  # default: read as affirmed (as before)
+    assert [m.negated for m in find_mentions("Not likely pneumonia.", vocab)] == [True]
+
+
+def test_real_clinical_notes_hedges(data_root):
+    notes = dict(load_clinical_notes(data_root / "covid-cxr" / "metadata.csv"))
+    vocab = {k: v["synonyms"] for k, v in cxr_notes_vocab().items()}
+    # hand-checked hedges in the notes, each finding named nowhere else in its note
+    for phrase, concept in (("suspected traces of effusion", "pleural_effusion"),
+                            ("probably some consolidation in the left lower lobe", "lower_zone_predominance"),
+                            ("questionable linear opacities", "opacity")):
+        hits = [n for n in notes.values() if phrase in n]
+        assert hits and all(label_text(n, vocab, uncertain=0.5)[concept] == 0.5 for n in hits), phrase
+    # ... and one affirmed elsewhere in its note: "Possible pulmonary nodules. ... Few peripheral hazy nodules"
+    both = [n for n in notes.values() if "Possible pulmonary nodules." in n]
+    assert both and all(label_text(n, vocab, uncertain=0.5)["nodules"] == 1 for n in both)

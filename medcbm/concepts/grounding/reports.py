@@ -11,7 +11,9 @@ Label policy (``pseudo_label_reports``):
 - not mentioned in a non-empty note -> 0 by default (``unmentioned="absent"``, KnoBo's convention:
   a report that describes the film and does not name a finding implies it is absent), or NaN with
   ``unmentioned="unknown"`` (the probe then ignores that image for that concept);
-- empty/missing note -> NaN for every concept (no information; never read as "all absent").
+- empty/missing note -> NaN for every concept (no information; never read as "all absent");
+- mentioned only with a hedge ("possible", "cannot exclude", "may represent") -> ``uncertain``: 1
+  (``positive``, the old reading), 0 (``negative``) or NaN (``ignore``: the probe skips that image).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from medcbm.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 Unmentioned = Literal["absent", "unknown"]
+Uncertain = Literal["positive", "negative", "ignore"]
+_HEDGED = -1.0  # match_concepts' mark for a hedged-only finding, resolved by the ``uncertain`` policy
+UNCERTAIN_VALUE = {"positive": 1.0, "negative": 0.0, "ignore": np.nan}
 
 
 class ReportLabeller(Protocol):
@@ -68,7 +73,7 @@ def match_concepts(text: str, vocab: Mapping[str, Sequence[str]]) -> dict[str, i
     ``patchy_opacity`` synonym) would hide "consolidation"; concepts are not exclusive, so each one is
     matched on its own.
     """
-    return {c: label_text(text, {c: syns})[c] for c, syns in vocab.items()}
+    return {c: label_text(text, {c: syns}, uncertain=_HEDGED)[c] for c, syns in vocab.items()}
 
 
 def pseudo_label_reports(
@@ -77,6 +82,7 @@ def pseudo_label_reports(
     *,
     unmentioned: Unmentioned = "absent",
     labeller: ReportLabeller | None = None,
+    uncertain: Uncertain = "positive",
 ) -> tuple[np.ndarray, list[str]]:
     """Label every concept in every text.
 
@@ -85,12 +91,15 @@ def pseudo_label_reports(
         vocab: ``{concept: [synonyms]}`` (or the ``cxr_notes_vocab()`` form).
         unmentioned: ``"absent"`` (0) or ``"unknown"`` (NaN) for concepts a non-empty note does not mention.
         labeller: optional backend used instead of the negation-aware matcher.
+        uncertain: what a finding mentioned only with a hedge becomes (see the module docstring).
 
     Returns:
         ``C (n, K)`` with 1/0/NaN and the concept names in column order.
     """
     if unmentioned not in ("absent", "unknown"):
         raise ConfigError(f"unmentioned must be 'absent' or 'unknown', got {unmentioned!r}")
+    if uncertain not in UNCERTAIN_VALUE:
+        raise ConfigError(f"uncertain must be one of {list(UNCERTAIN_VALUE)}, got {uncertain!r}")
     vocab = normalise_vocab(vocab)
     names = list(vocab)
     fill = 0.0 if unmentioned == "absent" else np.nan
@@ -100,6 +109,9 @@ def pseudo_label_reports(
             continue  # no note: no information
         lab = labeller.label(str(t), names) if labeller is not None else match_concepts(str(t), vocab)
         for k, name in enumerate(names):
+            if labeller is None and lab.get(name) == _HEDGED:
+                C[i, k] = UNCERTAIN_VALUE[uncertain]
+                continue
             v = _check_label(lab.get(name), i, name)
             C[i, k] = fill if np.isnan(v) else v
     return C, names
@@ -119,6 +131,7 @@ def fit_report_probes(
     probes: ConceptProbes | None = None,
     unmentioned: Unmentioned = "absent",
     labeller: ReportLabeller | None = None,
+    uncertain: Uncertain = "positive",
 ) -> ConceptProbes:
     """Train concept probes on training-image features with pseudo-labels from their notes.
 
@@ -127,7 +140,7 @@ def fit_report_probes(
         texts: their notes (same order).
         vocab: concept vocabulary.
         probes: an unfitted :class:`ConceptProbes` carrying the hyper-parameters (default settings otherwise).
-        unmentioned, labeller: see :func:`pseudo_label_reports`.
+        unmentioned, labeller, uncertain: see :func:`pseudo_label_reports`.
 
     Returns:
         The fitted probes, with ``pseudo_labels_`` ``(n, K)`` and ``label_stats_`` added. Concepts with too
@@ -135,7 +148,7 @@ def fit_report_probes(
     """
     if len(texts) != len(X):
         raise DataError(f"{len(texts)} notes for {len(X)} feature rows; give one note per training image")
-    C, names = pseudo_label_reports(texts, vocab, unmentioned=unmentioned, labeller=labeller)
+    C, names = pseudo_label_reports(texts, vocab, unmentioned=unmentioned, labeller=labeller, uncertain=uncertain)
     if np.isnan(C).all():
         raise DataError("no training image has a usable note: cannot derive concept labels from reports")
     probes = probes if probes is not None else ConceptProbes()

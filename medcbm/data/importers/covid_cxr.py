@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medcbm.data.manifest import Manifest, SkipLog
+from medcbm.data.manifest import SKIP_HINT, Manifest, SkipLog
 from medcbm.errors import DataError
 
 KEEP = ["offset", "view", "modality", "finding", "location", "clinical_notes", "license", "doi", "url", "date"]
@@ -44,9 +44,10 @@ def import_covid_cxr(folder: str | Path, *, skips: SkipLog | None = None) -> Man
     if dup.any():
         if skips is None:
             i = int(dup.to_numpy().nonzero()[0][0])
-            raise DataError(f"image '{frame.at[i, 'id']}' is listed more than once; pass a skip log to keep the first",
+            raise DataError(f"image '{frame.at[i, 'id']}' is listed more than once; {SKIP_HINT} (the "
+                            "first row is kept)",
                             path=str(meta), row=i + 1, field="filename")
         for i in dup.to_numpy().nonzero()[0]:
             skips.add(f"duplicate row for image {frame.at[int(i), 'id']} (first row kept)", row=int(i) + 1, path=str(meta))
         frame = frame[~dup]
-    return Manifest(frame, folder, source=str(meta)).check_files(skips=skips)
+    return Manifest(frame, folder, source=str(meta)).check_files(skips=skips, hint=SKIP_HINT)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from medcbm.data.derm7pt_vocab import (CONCEPT_PREFIX, DERM7PT_CRITERIA, DERM7PT_DIAGNOSES, DERM7PT_PATTERNS, DERM7PT_RULES,
                                        MALIGNANT_LABELS)
-from medcbm.data.manifest import Manifest, SkipLog
+from medcbm.data.manifest import SKIP_HINT, Manifest, SkipLog
 from medcbm.errors import DataError
 
 SPLITS = ("train", "valid", "test")
@@ -134,4 +134,4 @@ def import_derm7pt(folder: str | Path, *, skips: SkipLog | None = None,
         frame[CONCEPT_PREFIX + key] = df[col].isin(values).astype(int)
     for key, (_, slugs) in DERM7PT_PATTERNS.items():
         frame[CONCEPT_PREFIX + key] = labels.isin(slugs).astype(int)
-    return Manifest(frame, folder, source=str(meta)).check_files(skips=skips)
+    return Manifest(frame, folder, source=str(meta)).check_files(skips=skips, hint=SKIP_HINT)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medcbm.data.manifest import Manifest, SkipLog
+from medcbm.data.manifest import SKIP_HINT, Manifest, SkipLog
 from medcbm.data.filetypes import PHOTO_SUFFIXES, is_dicom_file
 from medcbm.data.pseudonyms import Pseudonymizer
 from medcbm.errors import DataError
@@ -101,7 +101,7 @@ def import_folder(
                                 path=str(labels_csv), row=int(i) + 1, field=image_col)
             if not (folder / rel).is_file():
                 if skips is None:
-                    raise DataError(f"file '{rel}' not found under {folder}", path=str(labels_csv), row=int(i) + 1, field=image_col)
+                    raise DataError(f"file '{rel}' not found under {folder}; {SKIP_HINT}", path=str(labels_csv), row=int(i) + 1, field=image_col)
                 skips.add(f"file '{rel}' not found", row=int(i) + 1, path=str(labels_csv))
                 continue
             rec = {k: v for k, v in r.items() if k not in (image_col, label_col)}
@@ -125,7 +125,7 @@ def import_folder(
                 hdr = _dicom_header(p, pseudo)
             except DataError as exc:
                 if skips is None:
-                    raise
+                    raise DataError(f"{exc.message}; {SKIP_HINT}", path=exc.path, row=exc.row, field=exc.field) from None
                 skips.add(str(exc), path=str(p))
                 rec["_skip"] = True
                 continue

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medcbm.data.manifest import Manifest, SkipLog
+from medcbm.data.manifest import SKIP_HINT, Manifest, SkipLog
 from medcbm.errors import DataError
 
 DX_NAMES = {
@@ -47,4 +47,4 @@ def import_ham10000(folder: str | Path, *, skips: SkipLog | None = None) -> Mani
         "localization": df.get("localization"),
         "malignant": df["dx"].isin(MALIGNANT).astype(int),
     })
-    return Manifest(frame, folder, source=str(meta)).check_files(skips=skips)
+    return Manifest(frame, folder, source=str(meta)).check_files(skips=skips, hint=SKIP_HINT)

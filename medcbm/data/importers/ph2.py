@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medcbm.data.manifest import Manifest, SkipLog
+from medcbm.data.manifest import SKIP_HINT, Manifest, SkipLog
 from medcbm.data.ph2_vocab import CONCEPT_PREFIX, PH2_CONCEPTS, PH2_PATTERN_CONCEPTS
 from medcbm.errors import DataError
 
@@ -92,4 +92,4 @@ def import_ph2(folder: str | Path, *, skips: SkipLog | None = None) -> Manifest:
         records.append(rec)
     if not records:
         raise DataError("PH2 sheet has no image rows", path=str(xlsx))
-    return Manifest(pd.DataFrame(records), folder, source=str(xlsx)).check_files(skips=skips)
+    return Manifest(pd.DataFrame(records), folder, source=str(xlsx)).check_files(skips=skips, hint=SKIP_HINT)

@@ -75,3 +75,21 @@ def test_agreement_with_hand_labels(data_root):
     for f in ("consolidation", "pleural_effusion", "bilateral_involvement", "interstitial_pattern"):
         assert agr[f]["kappa"] >= 0.6, (f, agr[f])
         assert agr[f]["precision"] >= 0.8, (f, agr[f])  # the matcher rarely invents a finding
+
+
+def test_uncertain_policy_on_real_notes(data_root):
+    """A finding named only with a hedge is affirmed, absent or ignored as asked; nothing else changes."""
+    from medcbm.concepts.alignment import load_clinical_notes
+
+    texts = [n for _, n in load_clinical_notes(data_root / "covid-cxr" / "metadata.csv")]
+    vocab = cxr_notes_vocab()
+    pos, names = pseudo_label_reports(texts, vocab)
+    ign, _ = pseudo_label_reports(texts, vocab, uncertain="ignore")
+    neg, _ = pseudo_label_reports(texts, vocab, uncertain="negative")
+    changed = np.isnan(ign) & ~np.isnan(pos)
+    assert changed.sum() >= 2 and (pos[changed] == 1).all() and (neg[changed] == 0).all()
+    same = ~changed
+    assert np.array_equal(np.nan_to_num(pos[same], nan=-1), np.nan_to_num(ign[same], nan=-1))
+    k = names.index("pleural_effusion")
+    i = next(i for i, t in enumerate(texts) if "suspected traces of effusion" in t)
+    assert pos[i, k] == 1 and np.isnan(ign[i, k]) and neg[i, k] == 0
