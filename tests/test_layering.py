@@ -7,10 +7,12 @@ import medcbm
 
 # a package may import only packages of a lower rank (and itself)
 RANK = {"_root": 0, "data": 1, "metrics": 1, "backbones": 2, "protocols": 2, "knowledge": 3, "concepts": 4,
-        "bottleneck": 5, "methods": 6, "adapt": 6, "audit": 6.5, "benchmarks": 7, "workflows": 7, "quickstart": 8, "cli": 9}
+        "bottleneck": 5, "methods": 6, "adapt": 6, "audit": 6.5, "benchmarks": 7, "workflows": 7, "quickstart": 8, "api": 8.5, "cli": 9}
 
 
 def _package(module: str) -> str:
+    if module == "medcbm.__init__":  # the package's front door re-exports the facade (medcbm.api)
+        return "api"
     part = module.split(".")[1] if module.count(".") else "_root"
     return "_root" if part.startswith("_") or part in ("errors", "engines") else part
 

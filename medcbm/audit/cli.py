@@ -36,6 +36,8 @@ def register(app: typer.Typer) -> None:
         occlusion_cases: int = typer.Option(10, "--occlusion-cases", help="cases that get occlusion maps of their "
                                             "top concepts (17 backbone passes each; 0: none)"),
         cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
+        id_map: Optional[Path] = typer.Option(None, "--id-map", help="also write salted case id -> manifest row and "
+                                              "id to this CSV (keep it private; not allowed inside --out)"),
     ) -> None:
         """Per-case concept explanations, interventions, calibration and site drift: HTML + JSON + model card."""
         from medcbm.audit.report import write_audit_report
@@ -44,7 +46,7 @@ def register(app: typer.Typer) -> None:
         files = write_audit_report(model, manifest, out, cases=ids, force=force, max_cases=max_cases, salt=salt,
                                    raw_ids=raw_ids, raw_sites=raw_sites, thumbnails=not no_thumbnails,
                                    dicom_thumbnails=dicom_thumbnails, occlusion_cases=occlusion_cases,
-                                   cache_dir=cache_dir)
+                                   cache_dir=cache_dir, id_map=id_map)
         for kind, path in files.items():
             console.print(f"{kind:10s} {path}")
 

@@ -12,6 +12,7 @@ import base64
 import io
 import logging
 import os
+import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 from medcbm import __version__
 from medcbm._resources import public_name
@@ -292,16 +294,19 @@ def _progress(items: list, enabled: bool, desc: str):
 
 
 def write_audit_report(model_dir: str | os.PathLike, manifest: Manifest | str | os.PathLike, out_dir: str | os.PathLike,
-                       *, cases: Sequence[str] | None = None, force: bool = False, **kwargs) -> dict[str, Path]:
+                       *, cases: Sequence[str] | None = None, force: bool = False,
+                       id_map: str | os.PathLike | None = None, **kwargs) -> dict[str, Path]:
     """Audit ``model_dir`` on ``manifest`` and write the report files into ``out_dir``.
 
     Args:
         manifest: a :class:`Manifest` or a manifest file.
         out_dir: must not exist (or be empty) unless ``force``.
+        id_map: also write ``case,row,id`` (the salted case id as shown, the manifest row, the raw id) to this
+            CSV, so an authorised user can find the patient again; never inside ``out_dir`` (which is shared).
         **kwargs: see :func:`build_audit`.
 
     Returns:
-        ``{"html", "json", "schema", "model_card"}`` -> written paths.
+        ``{"html", "json", "schema", "model_card"}`` (and ``"id_map"``) -> written paths.
     """
     from medcbm._io import atomic_write_json, atomic_write_text
     from medcbm.audit.modelcard import model_card
@@ -316,7 +321,12 @@ def write_audit_report(model_dir: str | os.PathLike, manifest: Manifest | str | 
             shutil.rmtree(out)
         else:
             out.unlink()
+    if id_map is not None and Path(id_map).resolve().is_relative_to(out.resolve()):
+        raise ConfigError(f"--id-map {id_map} is inside the report folder {out}, which is meant to be shared; "
+                          "write it elsewhere")
     m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+    if id_map is not None and kwargs.get("salt") is None and not kwargs.get("raw_ids"):
+        kwargs["salt"] = secrets.token_hex(16)  # the map needs the salt the report used; it is not kept
     art = build_audit(model_dir, m, cases=cases, **kwargs)
     t0 = time.perf_counter()
     art.charts = render_charts(art.report)
@@ -329,5 +339,10 @@ def write_audit_report(model_dir: str | os.PathLike, manifest: Manifest | str | 
     atomic_write_json(files["json"], report.model_dump(mode="json", exclude=JSON_EXCLUDE))
     atomic_write_json(files["schema"], type(report).model_json_schema())
     atomic_write_text(files["model_card"], model_card(report))
+    if id_map is not None:
+        ids = CaseIds(kwargs.get("salt"), raw=bool(kwargs.get("raw_ids")))
+        rows = pd.DataFrame({"case": [ids(i) for i in m.frame["id"]], "row": np.arange(1, len(m.frame) + 1),
+                             "id": m.frame["id"].to_numpy()})
+        files["id_map"] = atomic_write_text(id_map, rows.to_csv(index=False))
     logger.info("audit of %d cases written (html %.1f kB)", len(report.cases), files["html"].stat().st_size / 1e3)
     return files

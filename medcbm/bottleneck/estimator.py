@@ -152,11 +152,25 @@ class KnowledgeCBM(ConceptClassifierMixin, BaseEstimator):
         return np.array([names.index(c) for c in self.concepts])
 
     def predict_concepts(self, X: np.ndarray, groups=None) -> np.ndarray:
-        """Concept activations ``(n, K)`` in ``concept_names_`` order (nuisance-adjusted when fitted so and
-        the images' ``groups`` are given)."""
+        """Concept activations ``(n, K)`` in ``concept_names_`` order, nuisance-adjusted for a model fitted so.
+
+        Args:
+            groups: each image's nuisance group (site), or one name for all of them. A site-adjusted model
+                needs them: ``"unknown"`` (any name it was not trained on) leaves the activations unadjusted.
+
+        Raises:
+            ConfigError: a site-adjusted model and no ``groups`` (the same image would silently get another
+                probability than with its site).
+        """
         P = self.grounder.predict_concepts(check_features(X))[:, self._concept_index()]
         offsets = getattr(self, "offsets_", None)
-        return P if offsets is None else offsets.apply(P, groups)
+        if offsets is None:
+            return P
+        if groups is None:
+            raise ConfigError(f"this model adjusts concepts per site (trained on {', '.join(offsets.groups)}): pass "
+                              "each image's site as groups=..., or groups='unknown' for a site it never saw "
+                              "(no adjustment)")
+        return offsets.apply(P, np.full(len(P), groups) if isinstance(groups, str) else groups)
 
     def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
             sample_weight: np.ndarray | None = None, val_weight: np.ndarray | None = None,

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from medcbm.errors import DataError
+from medcbm.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -21,15 +21,32 @@ def nuisance_groups_of(frame: pd.DataFrame, nuisance: dict) -> np.ndarray | None
     return (values.map(lambda v: mapping.get(v, "other")) if mapping else values).to_numpy()
 
 
-def model_groups(model, frame: pd.DataFrame, meta: dict) -> np.ndarray | None:
-    """The rows' nuisance groups, for a model that adjusts concepts per group (else ``None``)."""
-    if getattr(model, "offsets_", None) is None:
+def model_groups(model, frame: pd.DataFrame, meta: dict, *, site: str | None = None) -> np.ndarray | None:
+    """The rows' nuisance groups, for a model that adjusts concepts per group (else ``None``).
+
+    Args:
+        site: the site of every row instead of the manifest's column; ``"unknown"``: no adjustment.
+
+    Raises:
+        ConfigError: a site-adjusted model, no ``site``, and a manifest whose rows name no site.
+    """
+    offsets = getattr(model, "offsets_", None)
+    if offsets is None:
         return None
+    if site is None and "site" in frame.columns and set(frame["site"].astype(str)) <= {"unknown"}:
+        raise ConfigError(f"this model adjusts concepts per site (trained on {', '.join(offsets.groups)}) and the "
+                          "images have no 'site' column: pass their site (--site / site=...), or 'unknown' for no "
+                          "adjustment")
+    if site == "unknown":
+        return np.full(len(frame), "unknown")
     nuisance = (meta.get("provenance") or {}).get("nuisance") or {}
+    if site is not None:
+        frame = frame.assign(**{nuisance.get("column") or "site": site})
     groups = nuisance_groups_of(frame, nuisance)
-    if groups is None:
+    if groups is None:  # documented behaviour: an image of no known site is left unadjusted, and said so
         logger.warning("the manifest has no '%s' column: concept activations are not adjusted for the site",
                        nuisance.get("column"))
+        return np.full(len(frame), "unknown")
     return groups
 
 

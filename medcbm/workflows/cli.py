@@ -145,16 +145,21 @@ def register(app: typer.Typer) -> None:
         manifest: Path = typer.Option(..., "--manifest", help="manifest of images (labels not needed)"),
         out: Path = typer.Option(Path("predictions.csv"), "--out", "-o"),
         cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
+        site: Optional[str] = typer.Option(None, "--site", help="every image's site, for a site-adjusted model "
+                                           "whose manifest has no site column ('unknown': no adjustment)"),
     ) -> None:
-        """Class and concept probabilities per image, with the concepts that drove each prediction."""
+        """Class and concept probabilities per image, the concepts that drove each prediction, and whether the
+        image is within the model's scope (in_scope, scope_reason)."""
         from medcbm._io import atomic_write_bytes, safe_csv_bytes
-        from medcbm.workflows.train import predict_cbm
         from medcbm.data.manifest import load_manifest
+        from medcbm.workflows.train import predict_cbm
 
-        df = predict_cbm(model, load_manifest(manifest).check_files(), cache_dir=cache_dir)
+        df = predict_cbm(model, load_manifest(manifest).check_files(), cache_dir=cache_dir, site=site)
         atomic_write_bytes(out, safe_csv_bytes(df))
-        console.print(df[["id", "prediction", "top_concepts"]].head(10).to_string(index=False))
-        console.print(f"wrote {out} ({len(df)} rows)")
+        console.print(df[["id", "prediction", "in_scope", "top_concepts"]].head(10).to_string(index=False))
+        n_out = int((~df["in_scope"]).sum())
+        console.print(f"wrote {out} ({len(df)} rows" + (f"; {n_out} outside the model's scope, see scope_reason)"
+                                                        if n_out else ")"))
 
 
 def _named_out_dir(cfg) -> str:

@@ -155,17 +155,18 @@ def split_rows(meta: dict, split: str, keys: list[str], *, source=None) -> np.nd
 
 
 def predict_cbm(model_dir: str | os.PathLike, manifest: Manifest, *, cache_dir=None, top_k: int = 3,
-                progress: bool = True) -> pd.DataFrame:
+                site: str | None = None, progress: bool = True) -> pd.DataFrame:
     """Per-image class probabilities, concept probabilities and the top concept contributions (base model or
     adaptation folder), with the image's scope verdict (:mod:`medcbm.bottleneck.scope`): ``in_scope``,
     ``scope_reason`` (empty when in scope) and ``ood_score``, its feature distance to the training images over
     the limit calibrated on held-out images (above 1: unlike them; absent for models saved before medcbm
-    stored the summary)."""
+    stored the summary). ``site``: every image's site for a site-adjusted model, instead of the manifest's
+    column (``"unknown"``: no adjustment)."""
     model, meta = load_model(model_dir)
     feats = extract_features(manifest, backbone_from_meta(meta), cache_dir=cache_dir, progress=progress)
     X, manifest = feats.X, feats.manifest
     scope = assess_scope(model, meta, manifest.image_paths(), X)
-    groups = model_groups(model, manifest.frame, meta)
+    groups = model_groups(model, manifest.frame, meta, site=site)
     proba = model.predict_proba(X, groups)
     P = model.predict_concepts(X, groups)
     contrib = model.contributions(X, groups)

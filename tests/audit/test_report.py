@@ -210,3 +210,28 @@ def test_an_adaptation_is_audited_with_what_it_masked(audit_model, ham_own, feat
                               progress=False, occlusion_cases=0)
     (b,) = json.loads(base["json"].read_text())["adaptations"]
     assert not b["applied"] and {c["concept"] for c in b["concepts"]} == masked
+
+
+def test_an_id_map_leads_back_from_each_salted_case_and_only_where_asked(audit_model, audit_manifest, feature_cache,
+                                                                        tmp_path):
+    from typer.testing import CliRunner
+
+    from medcbm.audit.cli import app
+
+    path, frame = audit_manifest
+    base = ["audit", "--model", str(audit_model), "--manifest", str(path), "--cache-dir", str(feature_cache),
+            "--occlusion-cases", "0", "--max-cases", "4"]
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "o"), "--id-map", str(tmp_path / "private.csv")])
+    assert res.exit_code == 0, res.output
+    ids = pd.read_csv(tmp_path / "private.csv")
+    assert list(ids.columns) == ["case", "row", "id"] and len(ids) == len(frame)
+    assert ids["id"].tolist() == frame["id"].tolist() and ids["row"].tolist() == list(range(1, len(frame) + 1))
+    report = json.loads((tmp_path / "o" / "audit.json").read_text())
+    shown = {c["explanation"]["case"] for c in report["cases"]} | {i["case"] for i in report["data"]["image_issues"]}
+    back = dict(zip(ids["case"], ids["id"]))
+    assert shown and shown <= set(back)  # every case id in the report, unreadable images included, maps back
+    assert back[report["cases"][0]["explanation"]["case"]] == frame["id"].iloc[0]
+    assert not any(f.name == "private.csv" for f in (tmp_path / "o").iterdir())
+    assert not any(i in (tmp_path / "o" / "audit.json").read_text() for i in frame["id"])
+    inside = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "o2"), "--id-map", str(tmp_path / "o2" / "m.csv")])
+    assert isinstance(inside.exception, ConfigError) and "meant to be shared" in str(inside.exception)

@@ -163,8 +163,10 @@ def test_nuisance_adjusted_cbm_roundtrip(setup, tmp_path):
         m.fit(X["train"], y["train"], X["val"], y["val"])
     m.fit(X["train"], y["train"], X["val"], y["val"], groups=sites["train"], val_groups=sites["val"])
     assert m.offsets_ is not None and set(m.offsets_.groups) == {"rosendahl", "vidir"}
-    adj, raw = m.predict_proba(X["test_ood"], sites["test_ood"]), m.predict_proba(X["test_ood"])
+    adj, raw = m.predict_proba(X["test_ood"], sites["test_ood"]), m.predict_proba(X["test_ood"], "unknown")
     assert not np.allclose(adj, raw)
+    with pytest.raises(ConfigError, match="adjusts concepts per site"):  # no groups: refused, not guessed
+        m.predict_proba(X["test_ood"])
     save_cbm(m, tmp_path / "model", backbone=get_backbone_spec("efficientnet_lite0"))
     again, meta = load_cbm(tmp_path / "model")
     assert meta["offset_groups"] == m.offsets_.groups

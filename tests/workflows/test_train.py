@@ -164,8 +164,10 @@ def test_pooled_sources_and_site_offsets_on_real_data(own_manifest, data_root, f
     m = pd.read_csv(path)
     pred = predict_cbm(tmp_path / "model", Manifest(m),
                        cache_dir=feature_cache, progress=False)
+    with pytest.raises(ConfigError, match="adjusts concepts per site"):  # never a silent guess
+        predict_cbm(tmp_path / "model", Manifest(m.drop(columns="site")), cache_dir=feature_cache, progress=False)
     no_site = predict_cbm(tmp_path / "model", Manifest(
-        m.drop(columns="site")), cache_dir=feature_cache, progress=False)
+        m.drop(columns="site")), cache_dir=feature_cache, progress=False, site="unknown")
     assert len(pred) == 160 and not np.allclose(pred["p_malignant"], no_site["p_malignant"])
 
 
