@@ -237,7 +237,8 @@ def build_audit(model_dir: str | os.PathLike, manifest: Manifest, *, cases: Sequ
         occluder = Occluder(model, backbone_from_meta(meta), grid=occlusion_grid)
         for k, r, e in _progress(todo, progress, "occlusion maps"):
             try:
-                img, maps = occluder.maps(paths[scored[r]], [c.concept for c in e.top(top_k)])
+                img, maps = occluder.maps(paths[scored[r]], [c.concept for c in e.top(top_k)],
+                                          groups=None if groups is None else groups[r])
             except DataError as exc:
                 logger.warning("%s: no occlusion map (%s)", e.case, exc)
                 continue
