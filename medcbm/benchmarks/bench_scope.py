@@ -22,8 +22,7 @@ import pandas as pd
 
 from medcbm.backbones.features import extract_features
 from medcbm.bottleneck.domain import FeatureDomain
-from medcbm.bottleneck.scope import DOMAIN_MODALITIES, ScopeRules, scope_counts
-from medcbm.data.image_facts import read_image_facts
+from medcbm.bottleneck.scope import DOMAIN_MODALITIES, ScopeRules, judge_images, scope_counts
 from medcbm.data.importers import import_dataset
 from medcbm.data.manifest import Manifest, SkipLog
 from medcbm.metrics import wilson_ci
@@ -54,11 +53,6 @@ def _rate(flags: np.ndarray) -> dict:
     return {"n": n, "flagged": k, "rate": round(k / n, 4) if n else None, "ci95": [round(lo, 4), round(hi, 4)]}
 
 
-def _judge(rules: ScopeRules, fd: FeatureDomain, X: np.ndarray, paths) -> list:
-    scores = fd.scores(X)
-    return [rules.judge(read_image_facts(p, look_at_colour=rules.needs_colour), float(s)) for p, s in zip(paths, scores)]
-
-
 def _features(m: Manifest, spec, cache_dir, progress: bool):
     skips = SkipLog()
     f = extract_features(m, spec, cache_dir=cache_dir, progress=progress, skips=skips)
@@ -83,11 +77,11 @@ def run_scope_benchmark(protocol: str, *, seeds: int = 3, domain: str = "dermosc
         fd = FeatureDomain.fit(X["train"], X["val"])
         res = {}
         for split in ("test_id", "test_ood"):
-            v = _judge(rules, fd, X[split], [paths[i] for i in sp.index[split]])
+            v = judge_images(rules, fd, [paths[i] for i in sp.index[split]], X[split])
             res[f"{split} (should pass)"] = {**_rate(np.array([not x.in_scope for x in v])),
                                              "by_check": scope_counts(v)["by_check"]}
         for name, (Xo, po, n_unread) in foreign.items():
-            v = _judge(rules, fd, Xo, po)
+            v = judge_images(rules, fd, po, Xo)
             kind = "should flag" if name in ("covid-cxr",) or name.startswith("pydicom") else "should pass"
             res[f"{name} ({kind})"] = {**_rate(np.array([not x.in_scope for x in v])),
                                        "by_check": scope_counts(v)["by_check"], "unreadable_skipped": n_unread}

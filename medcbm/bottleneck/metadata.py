@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pandas as pd
 
 from medcbm.errors import ConfigError, DataError
-
-logger = logging.getLogger(__name__)
 
 
 def nuisance_groups_of(frame: pd.DataFrame, nuisance: dict) -> np.ndarray | None:
@@ -33,21 +29,18 @@ def model_groups(model, frame: pd.DataFrame, meta: dict, *, site: str | None = N
     offsets = getattr(model, "offsets_", None)
     if offsets is None:
         return None
-    if site is None and "site" in frame.columns and set(frame["site"].astype(str)) <= {"unknown"}:
-        raise ConfigError(f"this model adjusts concepts per site (trained on {', '.join(offsets.groups)}) and the "
-                          "images have no 'site' column: pass their site (--site / site=...), or 'unknown' for no "
-                          "adjustment")
     if site == "unknown":
         return np.full(len(frame), "unknown")
     nuisance = (meta.get("provenance") or {}).get("nuisance") or {}
+    col = nuisance.get("column") or "site"
     if site is not None:
-        frame = frame.assign(**{nuisance.get("column") or "site": site})
-    groups = nuisance_groups_of(frame, nuisance)
-    if groups is None:  # documented behaviour: an image of no known site is left unadjusted, and said so
-        logger.warning("the manifest has no '%s' column: concept activations are not adjusted for the site",
-                       nuisance.get("column"))
-        return np.full(len(frame), "unknown")
-    return groups
+        frame = frame.assign(**{col: site})
+    # a manifest fills a missing site with "unknown": that, or no column at all, names no site
+    if col not in frame.columns or set(frame[col].astype(str)) <= {"unknown"}:
+        raise ConfigError(f"this model adjusts concepts per site (trained on {', '.join(offsets.groups)}) and the "
+                          f"images have no '{col}' column: pass their site (--site / site=...), or 'unknown' for no "
+                          "adjustment")
+    return nuisance_groups_of(frame, nuisance)
 
 
 def label_indices(frame: pd.DataFrame, meta: dict) -> np.ndarray:

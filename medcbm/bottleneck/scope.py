@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 DOMAIN_MODALITIES = {"dermoscopy": frozenset({"XC", "VL", "DMS"}), "chest_xray": frozenset({"CR", "DX"})}
 COLOUR_DOMAINS = frozenset({"dermoscopy"})
 Check = Literal["modality", "colour", "features"]
+CHECK_WORDS = {"modality": "a modality the model was not built for", "colour": "greyscale",
+               "features": "unlike the training images"}
 
 
 class ScopeVerdict(BaseModel):
@@ -91,6 +93,14 @@ class ScopeRules:
                             ood_score=None if score is None else round(float(score), 4))
 
 
+def judge_images(rules: ScopeRules, domain, paths: Sequence, X: np.ndarray) -> list[ScopeVerdict]:
+    """Verdicts for images under ``rules`` and a :class:`~medcbm.bottleneck.domain.FeatureDomain` (``None``:
+    no feature check), reading each file's facts once."""
+    scores = domain.scores(X) if domain is not None else [None] * len(X)
+    return [rules.judge(read_image_facts(p, look_at_colour=rules.needs_colour), None if s is None else float(s))
+            for p, s in zip(paths, scores)]
+
+
 def assess_scope(model, meta: dict, paths: Sequence, X: np.ndarray) -> list[ScopeVerdict]:
     """Verdicts for images read for prediction, and one warning with the counts (no ids, no paths: it goes to
     shared logs).
@@ -101,11 +111,7 @@ def assess_scope(model, meta: dict, paths: Sequence, X: np.ndarray) -> list[Scop
         paths: the images' files, in the rows of ``X``.
         X: their backbone features ``(n, D)``, as extracted for prediction.
     """
-    rules = ScopeRules.of(model, meta)
-    fd = getattr(model, "feature_domain_", None)
-    scores = fd.scores(X) if fd is not None else [None] * len(X)
-    verdicts = [rules.judge(read_image_facts(p, look_at_colour=rules.needs_colour), None if s is None else float(s))
-                for p, s in zip(paths, scores)]
+    verdicts = judge_images(ScopeRules.of(model, meta), getattr(model, "feature_domain_", None), paths, X)
     summary = scope_counts(verdicts)
     if summary["out_of_scope"]:
         parts = ", ".join(f"{CHECK_WORDS[c]}: {n}" for c, n in summary["by_check"].items())
@@ -113,10 +119,6 @@ def assess_scope(model, meta: dict, paths: Sequence, X: np.ndarray) -> list[Scop
                        "trusted; see the in_scope and scope_reason columns", summary["out_of_scope"], len(verdicts),
                        parts)
     return verdicts
-
-
-CHECK_WORDS = {"modality": "a modality the model was not built for", "colour": "greyscale",
-               "features": "unlike the training images"}
 
 
 def scope_counts(verdicts: Sequence[ScopeVerdict]) -> dict:
