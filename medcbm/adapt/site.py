@@ -27,6 +27,7 @@ from sklearn.base import BaseEstimator
 
 from medcbm.adapt.base import (ConceptChange, PredictsAdapted, check_fingerprint, create_adapter, register_adapter,
                               support_labels)
+from medcbm.adapt.corrections import concept_recalibration
 from medcbm.adapt.edit import AdaptedCBM, ConceptEdit, standardise
 from medcbm.adapt.estimate import GainEstimate, correct, paired_gain
 from medcbm.adapt.label_shift import MIN_UNLABELLED, SiteStatistics, prior_aware_shift, site_statistics, source_prior
@@ -102,6 +103,7 @@ class SiteAdaptation(PredictsAdapted, BaseEstimator):
 
     name = "site"
     uses_unlabelled = True
+    uses_corrections = True  # concept answers from a review recalibrate concepts before the labelled step
 
     def __init__(self, model, *, adapters: Sequence[str] = LABELLED, recentre: bool = False, prevalence: str = "source",
                  min_unlabelled: int = MIN_UNLABELLED, decide: str = "interval"):
@@ -110,17 +112,23 @@ class SiteAdaptation(PredictsAdapted, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: np.ndarray, y: Sequence, *, groups=None, X_unlabelled: np.ndarray | None = None,
-            unlabelled_groups=None, backbone_fingerprint: str | None = None) -> "SiteAdaptation":
-        """Fit on support features ``X`` (may have 0 rows) and the site's unlabelled features."""
+            unlabelled_groups=None, backbone_fingerprint: str | None = None, X_reviewed: np.ndarray | None = None,
+            reviewed_groups=None, T_reviewed: np.ndarray | None = None) -> "SiteAdaptation":
+        """Fit on support features ``X`` (may have 0 rows), the site's unlabelled features and, from a concept
+        review, the reviewed images' features with the reviewer's concept values ``T_reviewed`` (1/0/NaN)."""
         check_fingerprint(self.model, backbone_fingerprint)
         P = self.model.predict_concepts(check_features(X, name="support features"), groups) if len(X) else \
             np.zeros((0, len(self.model.concept_names_)), np.float32)
         Pu = None if X_unlabelled is None else self.model.predict_concepts(
             check_features(X_unlabelled, name="unlabelled features"), unlabelled_groups)
-        return self.fit_concepts(P, y, P_unlabelled=Pu)
+        Pr = None if X_reviewed is None else self.model.predict_concepts(
+            check_features(X_reviewed, name="reviewed features"), reviewed_groups)
+        return self.fit_concepts(P, y, P_unlabelled=Pu, P_reviewed=Pr, T_reviewed=T_reviewed)
 
-    def fit_concepts(self, P: np.ndarray, y: Sequence, *, P_unlabelled: np.ndarray | None = None) -> "SiteAdaptation":
-        """Fit on the support's concept probabilities ``(n, K)`` and the unlabelled images' ``(m, K)``."""
+    def fit_concepts(self, P: np.ndarray, y: Sequence, *, P_unlabelled: np.ndarray | None = None,
+                     P_reviewed: np.ndarray | None = None, T_reviewed: np.ndarray | None = None) -> "SiteAdaptation":
+        """Fit on the support's concept probabilities ``(n, K)``, the unlabelled images' ``(m, K)`` and reviewed
+        images' ``(r, K)`` with their corrected values (per-concept recalibration before the labelled step)."""
         self._check_params()
         t0 = time.perf_counter()
         m = self.model
@@ -130,6 +138,8 @@ class SiteAdaptation(PredictsAdapted, BaseEstimator):
         y = support_labels(y, list(m.classes)) if labelled else np.zeros(0, int)
         Z = standardise(m, P)
         Zall = Z if P_unlabelled is None else np.vstack([Z, standardise(m, np.asarray(P_unlabelled, np.float32))])
+        if not len(Zall) and P_reviewed is not None:  # reviewed images without diagnoses are the site's images
+            Zall = standardise(m, np.asarray(P_reviewed, np.float32))
         if not len(Zall):
             raise DataError("adaptation needs images of the new site: give labelled support images, unlabelled ones, "
                             "or both")
@@ -138,6 +148,11 @@ class SiteAdaptation(PredictsAdapted, BaseEstimator):
         self.selection_ = Selection(None, nan, nan, None, "", [])
         self.changes_: list[ConceptChange] = []
         pre = self._recentring(Zall, reasons)
+        self.recalibrated_ = T_reviewed is not None
+        if self.recalibrated_:
+            recal, self.changes_ = concept_recalibration(m, P_reviewed, T_reviewed)
+            pre = pre.then(recal)
+            reasons.append(f"{len(self.changes_)} concept(s) recalibrated on {len(P_reviewed)} reviewed image(s)")
         self.proposal_, self.adopted_, self.nested_ = None, False, None
         edit = pre
         if labelled:
@@ -147,8 +162,9 @@ class SiteAdaptation(PredictsAdapted, BaseEstimator):
                 self.estimate_ = paired_gain(y, base_ok, correct(self._oof, y),
                                              measured_on="support, nested leave-one-shot-out")
             else:
-                self.estimate_ = paired_gain(y, base_ok, correct(pre.logits(Z), y),
-                                             measured_on="support; its labels were not used by the adaptation")
+                self.estimate_ = paired_gain(y, base_ok, correct(pre.logits(Z), y), measured_on=(
+                    "support; its concept corrections were used (optimistic)" if self.recalibrated_ else
+                    "support; its labels were not used by the adaptation"))
             reasons.append(f"estimated gain {self.estimate_.describe()}: {_verdict_words(self.estimate_)}")
         else:
             self.estimate_ = None
@@ -215,7 +231,7 @@ class SiteAdaptation(PredictsAdapted, BaseEstimator):
         a = create_adapter(self.proposal_.adapter, m)
         state = a.prepare(Zr, y)
         step = a.make_edit(state, self.selection_.params)
-        self.changes_ = a.describe(state, step)
+        self.changes_ = self.changes_ + a.describe(state, step)
         reasons.append(f"{what} kept (nested estimate {self.nested_.describe()})")
         return pre.then(step)
 
@@ -224,7 +240,7 @@ class SiteAdaptation(PredictsAdapted, BaseEstimator):
         p = self.proposal_
         return {
             "params": {"adapters": list(self.adapters), "recentre": self.recentre, "prevalence": self.prevalence,
-                       "decide": self.decide, "labelled_change": None if not self.adopted_ else
+                       "decide": self.decide, "concept_corrections": self.recalibrated_, "labelled_change": None if not self.adopted_ else
                        {"adapter": p.adapter, **(p.selection.params or {})}},
             "unlabelled": None if self.site_ is None else {
                 "n_site_images": self.site_.n, "em_prevalence": dict(zip(self.classes, np.round(self.site_.prevalence, 4).tolist())),

@@ -179,6 +179,9 @@ def register_adapt(app: typer.Typer) -> None:
         support: Optional[Path] = typer.Option(None, "--support", help="labelled manifest of a few images from the new site"),
         unlabelled: Optional[Path] = typer.Option(None, "--unlabelled",
                                                   help="manifest of the site's other images (labels not read)"),
+        corrections: Optional[Path] = typer.Option(None, "--corrections", help="reviewed cases from medcbm review "
+                                                   "--export: their diagnoses are the support, their concept answers "
+                                                   "recalibrate the concepts (site adapter)"),
         site: str = typer.Option(..., "--site", help="name of the new site (names the adaptation)"),
         adapter: str = typer.Option("site", "--adapter",
                                     help="site (default), tfti, mask, ... (medcbm adaptations --list-adapters)"),
@@ -193,7 +196,8 @@ def register_adapt(app: typer.Typer) -> None:
 
         fitted, path = adapt_cbm(model, support and load_manifest(support).check_files(), site=site, adapter=adapter,
                                  k=k, unlabelled=unlabelled and load_manifest(unlabelled).check_files(), out_dir=out,
-                                 force=force, cache_dir=cache_dir)
+                                 corrections=corrections and load_manifest(corrections).check_files(), force=force,
+                                 cache_dir=cache_dir)
         _print_adaptation(fitted)
         console.print(f"saved to {path}")
 
