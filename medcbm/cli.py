@@ -34,6 +34,7 @@ from medcbm.concepts.cli import app as concepts_app  # noqa: E402
 from medcbm.data.cli import app as data_app  # noqa: E402
 from medcbm.knowledge.cli import app as knowledge_app  # noqa: E402
 from medcbm.knowledge.cli import register_bench as register_knowledge_bench  # noqa: E402
+from medcbm.review.cli import register as register_review  # noqa: E402
 from medcbm.workflows.cli import register as register_model_commands  # noqa: E402
 from medcbm.workflows.cli import register_adapt as register_adapt_commands  # noqa: E402
 
@@ -47,6 +48,7 @@ register_finetune(app)
 register_model_commands(app)
 register_adapt_commands(app)
 register_knowledge_bench(bench_app)
+register_review(app)
 
 
 @app.callback()

@@ -26,8 +26,9 @@ class OfflinePage:
 
 
 @contextmanager
-def offline_page(url: str, *, width: int = 1280, height: int = 900):
-    """Open ``url`` (a file URI) at the given viewport; yields an :class:`OfflinePage`."""
+def offline_page(url: str, *, width: int = 1280, height: int = 900, allow: tuple[str, ...] = ("file:", "data:")):
+    """Open ``url`` (a file URI, or a local server named in ``allow``) at the given viewport; yields an
+    :class:`OfflinePage`. Requests to anything not in ``allow`` are refused and recorded."""
     exe = shutil.which("chromium-headless-shell") or shutil.which("chromium")
     require(exe is not None, "chromium-headless-shell is not installed (apt-get install -y chromium-headless-shell)")
     pw = pytest.importorskip("playwright.sync_api") if not IN_CI else __import__("playwright.sync_api").sync_api
@@ -37,7 +38,7 @@ def offline_page(url: str, *, width: int = 1280, height: int = 900):
         out = OfflinePage(page)
 
         def route(r):
-            if r.request.url.startswith(("file:", "data:")):
+            if r.request.url.startswith(allow):
                 r.continue_()
             else:
                 out.outside.append(r.request.url)

@@ -7,7 +7,7 @@ import medcbm
 
 # a package may import only packages of a lower rank (and itself)
 RANK = {"_root": 0, "data": 1, "metrics": 1, "backbones": 2, "protocols": 2, "knowledge": 3, "concepts": 4,
-        "bottleneck": 5, "methods": 6, "adapt": 6, "audit": 6.5, "benchmarks": 7, "workflows": 7, "quickstart": 8, "api": 8.5, "cli": 9}
+        "bottleneck": 5, "methods": 6, "adapt": 6, "audit": 6.5, "benchmarks": 7, "workflows": 7, "review": 7.5, "quickstart": 8, "api": 8.5, "cli": 9}
 
 
 def _package(module: str) -> str:

@@ -2,6 +2,7 @@
 
 - :func:`intervene`: what a clinician does for one case ("the veil is present: what then?");
 - :func:`what_if`: flip each of a case's top concepts, one at a time;
+- :func:`ask_order`: which concepts a reviewer should be asked about first (expected change of the decision);
 - :func:`intervention_curves`: with true concept labels, task accuracy against the number of concepts
   corrected, for several orders (random, uncertainty-first, largest-contribution-first, oracle-greedy);
 - :func:`concept_ablation`: accuracy when concepts are removed (set to their training mean, i.e. no
@@ -38,6 +39,41 @@ def intervene(model, X: np.ndarray, values: Mapping[str, float], groups=None) ->
         DataError: a value outside [0, 1].
     """
     return model.intervene(X, values, groups)
+
+
+def answer_effects(model, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How answering each concept of one case would move its decision margin.
+
+    Args:
+        p: the case's concept activations ``(K,)``.
+
+    Returns:
+        ``(if_absent, if_present)``, each ``(K,)``: the change of the predicted class's logit minus the
+        runner-up's when that concept alone is set to 0 or to 1 (negative: towards the runner-up).
+    """
+    p = np.asarray(p, dtype=np.float64).reshape(1, -1)
+    K = p.shape[1]
+    logits = model.decision_function_from_concepts(p)[0]
+    c, s = np.argsort(-logits)[:2]
+    rows = np.repeat(p, 2 * K, axis=0)
+    rows[np.arange(K), np.arange(K)] = 0.0
+    rows[K + np.arange(K), np.arange(K)] = 1.0
+    L = model.decision_function_from_concepts(rows)
+    delta = (L[:, c] - L[:, s]) - (logits[c] - logits[s])
+    return delta[:K], delta[K:]
+
+
+def ask_order(model, p: np.ndarray) -> np.ndarray:
+    """Concept indices of one case, the question most likely to move the decision first.
+
+    Each concept is scored by the expected |change of the decision margin| its answer brings, reading the
+    activation as the chance the reviewer says "present": ``p |d_present| + (1 - p) |d_absent|``. A confident,
+    heavily weighted concept the model may have wrong ranks high; one whose answer cannot matter ranks last.
+    The review app asks in this order and the review benchmark simulates a reviewer with it.
+    """
+    p = np.clip(np.asarray(p, dtype=np.float64).reshape(-1), 0.0, 1.0)
+    absent, present = answer_effects(model, p)
+    return np.argsort(-(p * np.abs(present) + (1 - p) * np.abs(absent)), kind="stable")
 
 
 class WhatIf(BaseModel):

@@ -35,6 +35,12 @@ def render_charts(report: AuditReport) -> dict[str, str]:
     return out
 
 
+#: a concept's cited passage and counter-passage (``k``: a ConceptExplanation), shared by the audit report and
+#: the review app
+CITATION_MACRO = r"""{% macro passages(k) %}{% for label, ci in [("cited passage", k.citation), ("counter-passage", k.counter_citation)] if ci %}<details><summary>{{ label }} ({{ k.links[0].bank }}, {{ ci.doc_id }}{% if ci.stance %}; argues for {{ ci.stance }}{% endif %})</summary>
+<blockquote>{{ ci.sentence }}</blockquote>{% if ci.qualifier %}<p class="muted">depends on: {{ ci.qualifier }}</p>{% endif %}{% if ci.reference %}<p class="muted">{{ ci.reference }}</p>{% endif %}<p class="muted">chunk {{ ci.chunk_id }}</p></details>{% endfor %}{% endmacro %}
+"""
+
 #: the opening of every report page: the CSP, a phone-width viewport, no referrer (templates fill ``csp``)
 HEAD = r"""<!DOCTYPE html>
 <html lang="en">
@@ -174,8 +180,7 @@ alt="Occlusion map of {{ names.get(concept, concept) }} on {{ e.case }}: red cel
 {% for k in e.concepts[:top_rows] %}<tr><th scope="row">{{ k.display_name }}</th><td>{{ "%.2f"|format(k.probability) }}{% if k.near_boundary %} (uncertain){% endif %}</td>
 <td><span class="bar {{ 'pos' if k.margin_contribution > 0 else 'neg' }}" style="width:{{ (60 * (k.margin_contribution|abs) / scale)|round(1) }}px" aria-hidden="true"></span> {{ "%+.2f"|format(k.margin_contribution) }}</td>
 <td class="{{ k.agreement }}">{{ k.agreement }}</td>
-<td>{% if k.links %}{{ k.links[0].question }}{% for label, ci in [("cited passage", k.citation), ("counter-passage", k.counter_citation)] if ci %}<details><summary>{{ label }} ({{ k.links[0].bank }}, {{ ci.doc_id }}{% if ci.stance %}; argues for {{ ci.stance }}{% endif %})</summary>
-<blockquote>{{ ci.sentence }}</blockquote>{% if ci.qualifier %}<p class="muted">depends on: {{ ci.qualifier }}</p>{% endif %}{% if ci.reference %}<p class="muted">{{ ci.reference }}</p>{% endif %}<p class="muted">chunk {{ ci.chunk_id }}</p></details>{% endfor %}
+<td>{% if k.links %}{{ k.links[0].question }}{{ passages(k) }}
 {% else %}<span class="muted">“{{ k.concept }}” has no concept-bank entry: no question or passage to cite.</span>{% endif %}</td></tr>{% endfor %}</table>
 {% if c.what_if %}<table><caption>What if a concept were flipped</caption><tr><th scope="col">concept</th><th scope="col">from → to</th><th scope="col">prediction</th></tr>
 {% for w in c.what_if %}<tr><td>{{ names.get(w.concept, w.concept) }}</td><td>{{ "%.2f"|format(w.from_value) }} → {{ "%.0f"|format(w.to_value) }}</td>
@@ -196,7 +201,7 @@ def render_html(art, *, top_rows: int = 6) -> str:
     from medcbm.bottleneck.scope import CHECK_WORDS
 
     env = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    tpl = env.from_string(TEMPLATE)
+    tpl = env.from_string(CITATION_MACRO + TEMPLATE)
     contribs = [abs(k.margin_contribution) for c in art.report.cases for k in c.explanation.concepts[:top_rows]]
     names = {k: v[0].name if v else k.replace("_", " ") for k, v in art.report.concept_links.items()}
     return tpl.render(r=art.report, charts=art.charts, thumbs=art.thumbnails, csp=CSP, top_rows=top_rows, names=names,

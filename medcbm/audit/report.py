@@ -71,8 +71,8 @@ def _check_image(path: Path) -> str | None:
     return None
 
 
-def _thumbnail(path: Path, *, dicom: bool) -> str | None:
-    """A small JPEG data URI of the image (``None`` on failure)."""
+def thumbnail_uri(path: Path, *, dicom: bool, px: int = THUMB_PX) -> str | None:
+    """A JPEG data URI of the image at most ``px`` wide and high, without metadata (``None`` on failure)."""
     from PIL import Image
 
     try:
@@ -87,7 +87,7 @@ def _thumbnail(path: Path, *, dicom: bool) -> str | None:
         else:
             im = Image.open(path)
         im = im.convert("RGB")
-        im.thumbnail((THUMB_PX, THUMB_PX))
+        im.thumbnail((px, px))
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=80)  # no EXIF or other metadata is copied
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -220,7 +220,7 @@ def build_audit(model_dir: str | os.PathLike, manifest: Manifest, *, cases: Sequ
         path = paths[scored[r]]
         dicom = is_dicom_file(path)
         if thumbnails and (not dicom or dicom_thumbnails):
-            uri = _thumbnail(path, dicom=dicom)
+            uri = thumbnail_uri(path, dicom=dicom)
             if uri:
                 thumbs[e.case] = uri
         case_reports.append(CaseReport(explanation=e, what_if=what_if(model, P[r], [c.concept for c in e.top(top_k)]),

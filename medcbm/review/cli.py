@@ -1,0 +1,80 @@
+"""``medcbm review MODEL MANIFEST``: start the local review app (or, with ``--export``, write the reviewed cases)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+logger = logging.getLogger(__name__)
+LOCAL = ("127.0.0.1", "localhost", "::1")
+
+
+def default_store(model: Path) -> Path:
+    """Where a model's corrections go unless ``--store`` says otherwise (never inside the model folder)."""
+    return Path("runs/review") / f"{model.resolve().name}.sqlite"
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``review`` to the root app."""
+
+    @app.command("review")
+    def review_cmd(
+        model: Path = typer.Argument(..., help="model or adaptation folder"),
+        manifest: Path = typer.Argument(..., help="manifest CSV/Parquet of the cases to review (labels not needed)"),
+        store: Optional[Path] = typer.Option(None, "--store", help="corrections file (SQLite; default "
+                                             "runs/review/<model>.sqlite; created when missing)"),
+        reviewer: str = typer.Option("reviewer", "--reviewer", help="name the corrections are recorded under "
+                                     "(the page can change it)"),
+        host: str = typer.Option("127.0.0.1", "--host", help="address to bind (anything but this computer needs "
+                                 "--allow-remote)"),
+        port: int = typer.Option(8765, "--port", help="port (0: any free one)"),
+        allow_remote: bool = typer.Option(False, "--allow-remote", help="allow binding to a non-local address "
+                                          "(anyone with the link on that network can then review)"),
+        raw_ids: bool = typer.Option(False, "--raw-ids", help="show manifest ids instead of salted hashes"),
+        export: Optional[Path] = typer.Option(None, "--export", help="write the reviewed cases as a manifest "
+                                              "(for medcbm adapt --corrections) and exit"),
+        cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
+    ) -> None:
+        """Review predictions by concept in the browser: answer concepts, watch the prediction follow, export."""
+        from medcbm.data.manifest import load_manifest
+        from medcbm.errors import ConfigError
+        from medcbm.review.session import open_review
+
+        if host not in LOCAL and not allow_remote:
+            raise ConfigError(f"--host {host} would let other computers reach the review; pass --allow-remote "
+                              "as well if that is intended")
+        session = open_review(model, load_manifest(manifest).check_files(), store=store or default_store(model),
+                              cache_dir=cache_dir, raw_ids=raw_ids)
+        if export is not None:
+            from medcbm.review.export import export_corrections
+
+            path, n = export_corrections(session, export)
+            typer.echo(f"wrote {n} reviewed case(s) to {path}")
+            return
+        serve(session, host=host, port=port, reviewer=reviewer)
+
+
+def serve(session, *, host: str, port: int, reviewer: str) -> None:
+    """Run the app until interrupted, printing the one URL (with its token) to open."""
+    import socket
+
+    import uvicorn
+
+    from medcbm.review.app import create_app
+
+    if host not in LOCAL:
+        logger.warning("the review is bound to %s: anyone who can reach it and has the link can see the cases", host)
+    token = secrets.token_urlsafe(24)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    shown = "127.0.0.1" if host in LOCAL else host
+    hosts = ("127.0.0.1", "localhost", "::1") if host in LOCAL else (host, "127.0.0.1", "localhost")
+    app = create_app(session, token=token, reviewer=reviewer, allowed_hosts=hosts)
+    typer.echo(f"review {len(session.cases)} cases at http://{shown}:{sock.getsockname()[1]}/?token={token}", err=False)
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
