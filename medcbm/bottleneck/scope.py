@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 # DICOM Modality values each imaging domain's images carry
 DOMAIN_MODALITIES = {"dermoscopy": frozenset({"XC", "VL", "DMS"}), "chest_xray": frozenset({"CR", "DX"})}
+DOMAIN_WORDS = {"dermoscopy": "dermoscopy", "chest_xray": "chest X-ray"}  # as reasons and the model card say it
 COLOUR_DOMAINS = frozenset({"dermoscopy"})
 Check = Literal["modality", "colour", "features"]
 CHECK_WORDS = {"modality": "a modality the model was not built for", "colour": "greyscale",
@@ -79,7 +80,7 @@ class ScopeRules:
         if facts.dicom and self.domain is not None and facts.modality not in self.modalities:
             failed.append("modality")
             what = "has no Modality" if facts.modality == NO_MODALITY else f"modality {facts.modality}"
-            why.append(f"DICOM {what}, not a {self.domain.replace('_', ' ')} image "
+            why.append(f"DICOM {what}, not a {DOMAIN_WORDS.get(self.domain, self.domain)} image "
                        f"({', '.join(sorted(self.modalities))})")
         if self.needs_colour and facts.colour is False:
             failed.append("colour")

@@ -66,6 +66,8 @@ def test_each_foreign_image_is_judged_out_of_scope_for_its_own_reason(mixed):
     assert "modality" in verdicts["us"].checks_failed and "colour" not in verdicts["us"].checks_failed  # RGB
     assert "colour" in verdicts["grey"].checks_failed and "modality" not in verdicts["grey"].checks_failed
     assert (report.data.scope.n, report.data.scope.out_of_scope) == (8, 4)
+    card = files["model_card"].read_text()
+    assert f"4 of 8 scored images were out of scope ({check_counts(report.data.scope.by_check)})" in card
 
 
 @pytest.mark.parametrize("width", [390, 1440])
