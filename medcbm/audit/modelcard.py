@@ -11,7 +11,10 @@ import re
 
 import yaml
 
-from medcbm.audit.schema import AuditReport
+from medcbm.audit.schema import AuditReport, ScopeRulesSummary
+from medcbm.bottleneck.domain import conformal_rank
+from medcbm.bottleneck.scope import DOMAIN_WORDS, check_counts
+from medcbm.data.image_facts import NO_MODALITY
 
 # Markdown that a renderer would turn into a link, image, emphasis or code span; HTML is escaped separately
 _MD_ACTIVE = re.compile(r"([\\`*\[\]!|])")
@@ -70,6 +73,58 @@ def _prior(source: str | list[str] | None) -> str:
               ", ".join([source] if isinstance(source, str) else source))
 
 
+def _percent(q: float) -> str:
+    return f"{100 * q:g} %"
+
+
+def _calibration(s: ScopeRulesSummary) -> str:
+    """How the feature-distance limit was set, in words."""
+    if s.calibration != "validation" or not s.n_calibration:
+        return (f"the {_percent(s.quantile)} percentile of the training images' own distances (no validation images "
+                "to calibrate it on, so more new in-domain images exceed it)")
+    # with fewer than q / (1 - q) images the conformal rank falls past the last: say so, the guarantee still holds
+    few = conformal_rank(s.n_calibration, s.quantile) == s.n_calibration
+    largest = "; with this few, it is the largest of their distances" if few else ""
+    return (f"the split-conformal {_percent(s.quantile)} limit on {s.n_calibration} validation images the mean was "
+            f"not fitted on (a new in-domain image exceeds it with probability at most "
+            f"{_percent(round(1 - s.quantile, 6))}{largest})")
+
+
+def _scope(report: AuditReport) -> list[str]:
+    """The "Scope" part: which images the model accepts (its scope rules and feature limit) and how many of the
+    audit manifest's images it did not."""
+    s = report.model.scope
+    if s is None:  # a report written before the model card named the scope
+        return []
+    lines = ["## Scope", ""]
+    if s.domain is None:
+        lines.append("- **Images:** an imaging domain medcbm has no rules for (the model's own concept bank): only "
+                     "the feature distance below is checked.")
+    else:
+        # a model trained on DICOMs without a Modality accepts them (scope.ScopeRules); say which way it is
+        names = ["none (no Modality)" if k == NO_MODALITY else k for k in s.modalities]
+        others = "any other DICOM" + ("" if NO_MODALITY in s.modalities else ", one without a Modality included,")
+        lines.append(f"- **Images:** {md(DOMAIN_WORDS.get(s.domain, s.domain))} images. A DICOM file must declare one of the "
+                     f"modalities {md_list(names)}; {others} is out of scope.")
+    if s.needs_colour:
+        lines.append("- **Colour:** colour photographs only; a greyscale image (a MONOCHROME DICOM, a greyscale "
+                     "JPEG or PNG) is out of scope.")
+    if s.feature_limit is None:
+        lines.append("- **Feature distance:** not checked (the model was saved without a summary of its training "
+                     "features).")
+    else:
+        lines.append(f"- **Feature distance:** an image whose {md(report.model.backbone)} features lie farther than "
+                     f"cosine distance {s.feature_limit:.4g} from the mean of the {s.n_training} training images is "
+                     f"out of scope; the limit is {_calibration(s)}.")
+    d = report.data.scope
+    if d is not None and d.out_of_scope:
+        lines.append(f"- **Audit manifest:** {d.out_of_scope} of {d.n} scored images were out of scope "
+                     f"({md(check_counts(d.by_check))}); the audit report marks each and says why.")
+    elif d is not None:
+        lines.append(f"- **Audit manifest:** all {d.n} scored images were in scope.")
+    return [*lines, ""]
+
+
 def model_card(report: AuditReport) -> str:
     """Markdown with YAML front matter (``library_name``, ``tags``, ``model-index`` metrics)."""
     m = report.model
@@ -101,6 +156,7 @@ def model_card(report: AuditReport) -> str:
         "## Intended use", "",
         "Research use: decision support whose every prediction is explained by clinical concepts a reader can "
         "check and correct. Not a medical device; not validated for diagnosis.", "",
+        *_scope(report),
         "## Concepts", "",
         f"Most important on the audit data: {md_list(top) or '–'}.",
         f"Concepts without a concept-bank entry (no citable passage): "

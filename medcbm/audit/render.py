@@ -101,7 +101,7 @@ Case ids: {{ r.data.case_ids }}; site labels: {{ r.data.site_labels }}.</p>
 {% else %}<p>The manifest is not labelled with the model's classes: no accuracy or calibration.</p>{% endif %}
 {% for n in r.performance_notes %}<p class="note" role="note"><strong>{{ n }}</strong></p>{% endfor %}
 {% if r.data.scope and r.data.scope.out_of_scope %}<div class="scope" role="note"><strong>{{ r.data.scope.out_of_scope }} of {{ r.data.scope.n }}
-image(s) are outside this model's scope</strong> ({% for c, n in r.data.scope.by_check.items() %}{{ scope_words[c] }}: {{ n }}{{ "; " if not loop.last }}{% endfor %}).
+image(s) are outside this model's scope</strong> ({{ check_counts(r.data.scope.by_check) }}).
 Their predictions, concepts and citations below are not to be trusted; each such case says why.</div>
 {% elif r.data.scope %}<p class="muted">Every scored image passed the model's scope checks (modality, colour, distance to the training images).</p>{% endif %}
 {% if r.data.image_issues %}<div class="note" role="note"><strong>{{ r.data.image_issues|length }} image(s) could not be audited</strong>
@@ -198,14 +198,15 @@ def render_html(art, *, top_rows: int = 6) -> str:
     """The audit as one HTML page (``art``: :class:`~medcbm.audit.report.AuditArtifacts` with charts set)."""
     from jinja2 import Environment
 
-    from medcbm.bottleneck.scope import CHECK_WORDS
+    from medcbm.bottleneck.scope import check_counts
 
     env = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
     tpl = env.from_string(CITATION_MACRO + TEMPLATE)
     contribs = [abs(k.margin_contribution) for c in art.report.cases for k in c.explanation.concepts[:top_rows]]
     names = {k: v[0].name if v else k.replace("_", " ") for k, v in art.report.concept_links.items()}
     return tpl.render(r=art.report, charts=art.charts, thumbs=art.thumbnails, csp=CSP, top_rows=top_rows, names=names,
-                      occlusion=art.occlusion, scope_words=CHECK_WORDS, peak=lambda m: max((abs(v) for row in m for v in row), default=0.0),
+                      occlusion=art.occlusion, check_counts=check_counts,
+                      peak=lambda m: max((abs(v) for row in m for v in row), default=0.0),
                       scale=max(contribs) if contribs else 1.0,
                       fmt=lambda v: "–" if v is None or v != v else f"{v:.3f}",
                       sign=lambda v: {1: "+", -1: "−", 0: "0"}.get(v, "–"))

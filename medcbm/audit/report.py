@@ -29,7 +29,7 @@ from medcbm.audit.global_view import activation_view, calibration, concept_weigh
 from medcbm.audit.interventions import concept_ablation, intervention_curves, what_if
 from medcbm.audit.privacy import CaseIds, redacted_logs
 from medcbm.audit.schema import (JSON_EXCLUDE, AdaptationSummary, AdaptedConcept, AuditReport, CaseReport, DataSummary,
-                                 ImageIssue, ModelSummary, ScopeSummary)
+                                 ImageIssue, ModelSummary, ScopeRulesSummary, ScopeSummary)
 from medcbm.bottleneck.metadata import label_indices, model_groups
 from medcbm.data.filetypes import is_dicom_file
 from medcbm.data.manifest import Manifest, SkipLog
@@ -120,7 +120,20 @@ def _model_summary(model, meta: dict) -> ModelSummary:
                         backbone=meta["backbone"]["name"], weights_sha256=meta.get("weights_sha256", ""),
                         prior_source=_prior_names(recipe.get("prior_source")), site_adjusted=offsets is not None,
                         n_site_groups=len(offsets.groups) if offsets is not None else 0, training_metrics=metrics,
-                        head_training=meta.get("fit_info") or {})
+                        head_training=meta.get("fit_info") or {}, scope=_scope_rules(model, meta))
+
+
+def _scope_rules(model, meta: dict) -> ScopeRulesSummary:
+    """The rules the audit's scope verdicts applied, and the feature limit with how it was calibrated."""
+    from medcbm.bottleneck.scope import ScopeRules
+
+    rules = ScopeRules.of(model, meta)
+    fd = getattr(model, "feature_domain_", None)
+    limit = {} if fd is None else {"feature_limit": fd.summary.threshold, "quantile": fd.summary.quantile,
+                                   "calibration": fd.summary.calibration, "n_calibration": fd.summary.n_calibration,
+                                   "n_training": fd.summary.n}
+    return ScopeRulesSummary(domain=rules.domain, modalities=sorted(rules.modalities), needs_colour=rules.needs_colour,
+                             **limit)
 
 
 def _prior_names(source: str | list[str] | None) -> str | list[str] | None:

@@ -23,6 +23,22 @@ class _M(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ScopeRulesSummary(_M):
+    """Which images the model accepts (:class:`~medcbm.bottleneck.scope.ScopeRules` and the saved feature summary).
+
+    ``feature_limit`` is the cosine distance to the training images' mean beyond which an image is out of scope;
+    ``None`` (with the other feature fields) for a model saved without a feature summary."""
+
+    domain: str | None
+    modalities: list[str]
+    needs_colour: bool
+    feature_limit: float | None = None
+    quantile: float | None = None
+    calibration: Literal["training", "validation"] | None = None
+    n_calibration: int | None = None
+    n_training: int | None = None
+
+
 class ModelSummary(_M):
     """What the audited model is (from its artifact; hashes, never paths)."""
 
@@ -39,6 +55,7 @@ class ModelSummary(_M):
     n_site_groups: int
     training_metrics: dict
     head_training: dict = {}  # the artifact's fit_info: solver, iterations/epochs, chosen strength, weight spread
+    scope: ScopeRulesSummary | None = None  # None in reports written before the model card named the scope
 
 
 class ImageIssue(_M):

@@ -55,12 +55,17 @@ def cosine_distance(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return 1.0 - cos
 
 
+def conformal_rank(n: int, level: float) -> int:
+    """Which of ``n`` sorted held-out scores is the split-conformal limit (1-based): ``ceil((n + 1) * level)``,
+    capped at ``n`` (with too few scores the rank falls past the last, and the largest is the best there is)."""
+    return min(int(np.ceil((n + 1) * level)), n)
+
+
 def conformal_limit(d: np.ndarray, level: float) -> float:
-    """The split-conformal quantile of held-out scores: the ``ceil((n + 1) * level)``-th smallest, so a new
+    """The split-conformal quantile of held-out scores: the :func:`conformal_rank`-th smallest, so a new
     exchangeable score exceeds it with probability at most ``1 - level`` (the largest when n is too small)."""
     d = np.sort(np.asarray(d, np.float64))
-    k = int(np.ceil((len(d) + 1) * level))
-    return float(d[min(k, len(d)) - 1])
+    return float(d[conformal_rank(len(d), level) - 1])
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 # DICOM Modality values each imaging domain's images carry
 DOMAIN_MODALITIES = {"dermoscopy": frozenset({"XC", "VL", "DMS"}), "chest_xray": frozenset({"CR", "DX"})}
+DOMAIN_WORDS = {"dermoscopy": "dermoscopy", "chest_xray": "chest X-ray"}  # as reasons and the model card say it
 COLOUR_DOMAINS = frozenset({"dermoscopy"})
 Check = Literal["modality", "colour", "features"]
 CHECK_WORDS = {"modality": "a modality the model was not built for", "colour": "greyscale",
@@ -79,7 +80,7 @@ class ScopeRules:
         if facts.dicom and self.domain is not None and facts.modality not in self.modalities:
             failed.append("modality")
             what = "has no Modality" if facts.modality == NO_MODALITY else f"modality {facts.modality}"
-            why.append(f"DICOM {what}, not a {self.domain.replace('_', ' ')} image "
+            why.append(f"DICOM {what}, not a {DOMAIN_WORDS.get(self.domain, self.domain)} image "
                        f"({', '.join(sorted(self.modalities))})")
         if self.needs_colour and facts.colour is False:
             failed.append("colour")
@@ -114,10 +115,9 @@ def assess_scope(model, meta: dict, paths: Sequence, X: np.ndarray) -> list[Scop
     verdicts = judge_images(ScopeRules.of(model, meta), getattr(model, "feature_domain_", None), paths, X)
     summary = scope_counts(verdicts)
     if summary["out_of_scope"]:
-        parts = ", ".join(f"{CHECK_WORDS[c]}: {n}" for c, n in summary["by_check"].items())
         logger.warning("%d of %d images are outside the model's scope (%s): their predictions are not to be "
                        "trusted; see the in_scope and scope_reason columns", summary["out_of_scope"], len(verdicts),
-                       parts)
+                       check_counts(summary["by_check"]))
     return verdicts
 
 
@@ -126,3 +126,9 @@ def scope_counts(verdicts: Sequence[ScopeVerdict]) -> dict:
     by = Counter(c for v in verdicts for c in v.checks_failed)
     return {"n": len(verdicts), "out_of_scope": sum(not v.in_scope for v in verdicts),
             "by_check": {c: by[c] for c in CHECK_WORDS if by[c]}}
+
+
+def check_counts(by_check: dict[str, int]) -> str:
+    """``by_check`` of :func:`scope_counts` in words, e.g. ``"greyscale: 3; unlike the training images: 1"``
+    (the same wording in logs, the audit page and the model card)."""
+    return "; ".join(f"{CHECK_WORDS.get(c, c)}: {n}" for c, n in by_check.items())

@@ -130,6 +130,26 @@ def test_model_card_follows_hugging_face_conventions(written):
     assert "## Intended use" in card.text and "no citable passage" in card.text
 
 
+def test_model_card_names_the_scope_with_the_models_numbers(written, audit_model):
+    """Which images the model accepts: modalities, colour, the feature limit and how it was calibrated."""
+    from medcbm.bottleneck.scope import DOMAIN_MODALITIES
+
+    files, _ = written
+    card = files["model_card"].read_text()
+    scope = card.split("## Scope", 1)[1].split("\n## ", 1)[0]
+    limit = json.loads((audit_model / "model.json").read_text())["feature_domain"]
+    assert limit["calibration"] == "validation" and limit["n_calibration"] < 99  # the audit model's 32 val images
+    assert f"modalities {', '.join(sorted(DOMAIN_MODALITIES['dermoscopy']))};" in scope  # DMS, VL, XC
+    assert "colour photographs only; a greyscale image" in scope
+    assert (f"cosine distance {limit['threshold']:.4g} from the mean of the {limit['n']} training images" in scope)
+    assert (f"split-conformal 99 % limit on {limit['n_calibration']} validation images" in scope
+            and "at most 1 %; with this few, it is the largest of their distances" in scope)
+    counted = json.loads(files["json"].read_text())["data"]["scope"]
+    assert counted["n"] == 32
+    assert (f"{counted['out_of_scope']} of 32 scored images were out of scope" if counted["out_of_scope"] else
+            "all 32 scored images were in scope") in scope
+
+
 def test_model_card_escapes_user_text(written):
     """Class and concept names come from the user's labels and files: a Markdown viewer must not run them."""
     from markdown_it import MarkdownIt
@@ -140,13 +160,16 @@ def test_model_card_escapes_user_text(written):
     files, _ = written
     report = AuditReport.model_validate(json.loads(files["json"].read_text()))
     hostile = ["<img src=x onerror=alert(1)>", "[click](javascript:alert(2))"]
+    # DICOM modalities of the training images come from their headers: user text as well
+    scope = report.model.scope.model_copy(update={"modalities": ["<img src=y onerror=alert(4)>", "[m](javascript:x)"]})
     model = report.model.model_copy(update={"classes": hostile, "name": "<script>alert(3)</script>",
-                                            "concepts_without_bank_entry": ["`code` *x* | y"]})
+                                            "concepts_without_bank_entry": ["`code` *x* | y"], "scope": scope})
     card = model_card(report.model_copy(update={"model": model}))
     html = MarkdownIt("commonmark").render(card.split("---", 2)[2])  # the body, as a viewer renders it
     assert "<img" not in html and "<script" not in html and "javascript:" not in html.replace("(javascript:", "")
     assert "<a " not in html and "`code` *x* | y" in html  # shown as typed, not as code or emphasis
     assert "&lt;img src=x onerror=alert(1)&gt;" in html and "[click](javascript:alert(2))" in html
+    assert "&lt;img src=y onerror=alert(4)&gt;" in html and "[m](javascript:x)" in html
 
 
 def test_cli_writes_and_refuses_an_existing_folder(audit_model, audit_manifest, feature_cache, tmp_path):
