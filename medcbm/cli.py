@@ -35,6 +35,7 @@ from medcbm.data.cli import app as data_app  # noqa: E402
 from medcbm.knowledge.cli import app as knowledge_app  # noqa: E402
 from medcbm.knowledge.cli import register_bench as register_knowledge_bench  # noqa: E402
 from medcbm.review.cli import register as register_review  # noqa: E402
+from medcbm.review.cli import register_bench as register_review_bench  # noqa: E402
 from medcbm.workflows.cli import register as register_model_commands  # noqa: E402
 from medcbm.workflows.cli import register_adapt as register_adapt_commands  # noqa: E402
 
@@ -49,6 +50,7 @@ register_model_commands(app)
 register_adapt_commands(app)
 register_knowledge_bench(bench_app)
 register_review(app)
+register_review_bench(bench_app)
 
 
 @app.callback()

@@ -78,3 +78,29 @@ def serve(session, *, host: str, port: int, reviewer: str) -> None:
     typer.echo(f"review {len(session.cases)} cases at http://{shown}:{sock.getsockname()[1]}/?token={token}", err=False)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def register_bench(bench_app: typer.Typer) -> None:
+    """Attach ``bench review-app`` (the review app's response times)."""
+
+    @bench_app.command("review-app")
+    def bench_review_app_cmd(
+        model: Path = typer.Option(..., "--model", "-m", help="model or adaptation folder"),
+        manifest: Path = typer.Option(..., "--manifest", help="images to review (a seeded sample of --cases rows)"),
+        cases: int = typer.Option(1000, "--cases", help="cases in the review"),
+        answers: int = typer.Option(200, "--answers", help="concept answers timed"),
+        json_path: Path = typer.Option(Path("runs/bench/review_app.json"), "--json"),
+        cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
+        no_browser: bool = typer.Option(False, "--no-browser", help="skip the headless-Chromium timing"),
+    ) -> None:
+        """Worklist, case page and concept-answer times of the review app over HTTP (and in Chromium)."""
+        from medcbm._io import atomic_write_json, atomic_write_text
+        from medcbm.data.manifest import load_manifest
+        from medcbm.review.bench import markdown, run_review_app_benchmark
+
+        res = run_review_app_benchmark(model, load_manifest(manifest).check_files(), cases=cases, answers=answers,
+                                       cache_dir=cache_dir, browser=not no_browser)
+        atomic_write_json(json_path, res)
+        atomic_write_text(json_path.with_suffix(".md"), markdown(res))
+        typer.echo(markdown(res))
+        typer.echo(f"wrote {json_path} and {json_path.with_suffix('.md')}")

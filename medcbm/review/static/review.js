@@ -5,6 +5,7 @@
   document.documentElement.classList.add("js");
   function send(form) {
     const status = document.getElementById("changes");
+    const t0 = performance.now();
     return fetch(form.action, {method: "POST", body: new URLSearchParams(new FormData(form)),
                                headers: {"Accept": "application/json"},
                                credentials: "same-origin"})
@@ -17,6 +18,7 @@
           const cell = document.querySelector('[data-push="' + CSS.escape(k) + '"]');
           if (cell) { cell.textContent = res.body.rows[k].push; }
         });
+        document.body.dataset.lastMs = String(Math.round(performance.now() - t0));  // for the benchmark
         document.body.dataset.saved = String(Number(document.body.dataset.saved || 0) + 1);
       })
       .catch(function () { status.textContent = "The answer was not saved (the review server is not reachable)."; });
