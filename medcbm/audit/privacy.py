@@ -12,7 +12,7 @@ import logging
 import os
 import re
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from medcbm.errors import ConfigError
 
@@ -35,6 +35,18 @@ class CaseIds:
         if self.raw:
             return str(case_id)
         return "case-" + hmac.new(self._key, str(case_id).encode("utf-8"), hashlib.sha256).hexdigest()[:12]
+
+
+def write_id_map(path: str | os.PathLike, ids: CaseIds, manifest_ids: Sequence[str]):
+    """Write ``case,row,id`` (the id as shown, the 1-based manifest row, the raw id) atomically to ``path``: the
+    user's private key back from salted ids to their records (never written beside a shared report)."""
+    import pandas as pd
+
+    from medcbm._io import atomic_write_text
+
+    rows = pd.DataFrame({"case": [ids(i) for i in manifest_ids], "row": range(1, len(manifest_ids) + 1),
+                         "id": list(manifest_ids)})
+    return atomic_write_text(path, rows.to_csv(index=False))
 
 
 class _Redact(logging.Filter):

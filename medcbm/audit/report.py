@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 
 from medcbm import __version__
 from medcbm._resources import public_name
 from medcbm.audit.explain import bank_links, explain_from_concepts
 from medcbm.audit.global_view import activation_view, calibration, concept_weights
 from medcbm.audit.interventions import concept_ablation, intervention_curves, what_if
-from medcbm.audit.privacy import CaseIds, redacted_logs
+from medcbm.audit.privacy import CaseIds, redacted_logs, write_id_map
 from medcbm.audit.schema import (JSON_EXCLUDE, AdaptationSummary, AdaptedConcept, AuditReport, CaseReport, DataSummary,
                                  ImageIssue, ModelSummary, ScopeRulesSummary, ScopeSummary)
 from medcbm.bottleneck.metadata import label_indices, model_groups
@@ -354,9 +353,7 @@ def write_audit_report(model_dir: str | os.PathLike, manifest: Manifest | str | 
     atomic_write_json(files["schema"], type(report).model_json_schema())
     atomic_write_text(files["model_card"], model_card(report))
     if id_map is not None:
-        ids = CaseIds(kwargs.get("salt"), raw=bool(kwargs.get("raw_ids")))
-        rows = pd.DataFrame({"case": [ids(i) for i in m.frame["id"]], "row": np.arange(1, len(m.frame) + 1),
-                             "id": m.frame["id"].to_numpy()})
-        files["id_map"] = atomic_write_text(id_map, rows.to_csv(index=False))
+        files["id_map"] = write_id_map(id_map, CaseIds(kwargs.get("salt"), raw=bool(kwargs.get("raw_ids"))),
+                                       m.frame["id"].tolist())
     logger.info("audit of %d cases written (html %.1f kB)", len(report.cases), files["html"].stat().st_size / 1e3)
     return files

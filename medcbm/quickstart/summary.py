@@ -92,6 +92,8 @@ def render_summary(res: QuickstartResult) -> str:
              "",
              "Time  " + ", ".join(f"{s} {res.seconds[s]:.0f} s" + (" (cached)" if res.cached[s] else "")
                                   for s in res.seconds),
+             *_wrap(f"Review the new site's cases concept by concept in your browser: medcbm review "
+                    f"{a.adaptation_dir} {a.query_manifest} --cache-dir {res.run_dir}/features", ""),
              *_wrap("Every seed and ablation: make bench (medcbm bench shift, medcbm bench adapt). Your own data: "
                     "notebooks/.", "")]
     return "\n".join(lines)

@@ -35,6 +35,8 @@ def register(app: typer.Typer) -> None:
         allow_remote: bool = typer.Option(False, "--allow-remote", help="allow binding to a non-local address "
                                           "(anyone with the link on that network can then review)"),
         raw_ids: bool = typer.Option(False, "--raw-ids", help="show manifest ids instead of salted hashes"),
+        id_map: Optional[Path] = typer.Option(None, "--id-map", help="also write salted case id -> manifest row and "
+                                              "id to this CSV (keep it private)"),
         export: Optional[Path] = typer.Option(None, "--export", help="write the reviewed cases as a manifest "
                                               "(for medcbm adapt --corrections) and exit"),
         cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
@@ -49,6 +51,11 @@ def register(app: typer.Typer) -> None:
                               "as well if that is intended")
         session = open_review(model, load_manifest(manifest).check_files(), store=store or default_store(model),
                               cache_dir=cache_dir, raw_ids=raw_ids)
+        if id_map is not None:
+            from medcbm.audit.privacy import CaseIds, write_id_map
+
+            write_id_map(id_map, CaseIds(session.store.salt, raw=raw_ids), session.manifest.frame["id"].tolist())
+            typer.echo(f"wrote the case id map to {id_map}")
         if export is not None:
             from medcbm.review.export import export_corrections
 

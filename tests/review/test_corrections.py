@@ -94,3 +94,26 @@ def test_bad_corrections_get_one_line_errors(reviewed, audit_model, feature_cach
     res = CliRunner().invoke(app, ["adapt", "-m", str(audit_model), "--corrections", str(path), "--support", str(path),
                                    "--site", "x", "--out", str(tmp_path / "b"), "--cache-dir", str(feature_cache)])
     assert res.exit_code != 0 and "not both" in str(res.exception)
+
+
+def test_an_adaptation_can_be_reviewed_and_has_its_own_store_identity(reviewed, audit_model, review_manifest,
+                                                                       feature_cache, tmp_path):
+    from medcbm.adapt.store import load_model
+    from medcbm.data.manifest import load_manifest
+    from medcbm.review.session import open_review
+    from medcbm.workflows.adapt import adapt_cbm
+
+    import shutil
+
+    s, path, *_ = reviewed
+    base = shutil.copytree(audit_model, tmp_path / "model")  # the shared test model keeps no adaptation
+    _, folder = adapt_cbm(base, None, corrections=load_manifest(path).check_files(), site="reviewed",
+                          cache_dir=feature_cache, progress=False)
+    with pytest.raises(ConfigError, match="another model"):
+        open_review(folder, load_manifest(review_manifest).check_files(), store=s.store.path,
+                    cache_dir=feature_cache, progress=False)
+    a = open_review(folder, load_manifest(review_manifest).check_files(), store=tmp_path / "a.sqlite",
+                    cache_dir=feature_cache, progress=False)
+    adapted, _ = load_model(folder)
+    assert a.fingerprint != s.fingerprint and a.meta["adaptation"]["site"] == "reviewed"
+    np.testing.assert_allclose(a.cases[0].proba, adapted.predict_proba_from_concepts(a.cases[0].P[None, :])[0])

@@ -193,3 +193,29 @@ def test_a_second_writer_on_the_same_store_loses_nothing(served):
     rows = [c for c in s.store.history(case.key) if c.field == concept]
     assert len(s.store.history()) - start == 50 and len(rows) == 50
     assert all(b.previous == a.value for a, b in zip(rows, rows[1:]))
+
+
+def test_pages_show_no_raw_id_or_path_and_the_id_map_leads_back(served, review_manifest, tmp_path):
+    import pandas as pd
+
+    from medcbm.audit.privacy import CaseIds, write_id_map
+
+    frame = pd.read_csv(review_manifest)
+    with httpx.Client(base_url=served.url, headers={"x-review-token": served.token}) as c:
+        pages = [c.get("/").text] + [c.get(f"/cases/{x.case_id}").text for x in served.session.cases[:3]]
+    for html in pages:
+        for raw in list(frame["id"]) + list(frame["image"]) + [str(review_manifest.parent)]:
+            assert str(raw) not in html
+    path = write_id_map(tmp_path / "ids.csv", CaseIds(served.session.store.salt), frame["id"].tolist())
+    ids = pd.read_csv(path).set_index("case")
+    first = served.session.cases[0]
+    assert ids.loc[first.case_id, "id"] == frame["id"].iloc[first.row]
+
+
+def test_binding_beyond_this_computer_needs_a_flag(audit_model, review_manifest):
+    from typer.testing import CliRunner
+
+    from medcbm.cli import app
+
+    res = CliRunner().invoke(app, ["review", str(audit_model), str(review_manifest), "--host", "0.0.0.0"])
+    assert res.exit_code != 0 and "--allow-remote" in str(res.exception)
