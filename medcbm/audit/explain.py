@@ -75,6 +75,8 @@ class ConceptExplanation(_Frozen):
         links: bank entries (question, passages); empty when the concept has none.
         citation: the passage shown for this case, chosen by :func:`choose_citations`.
         counter_citation: a passage arguing the other way, shown labelled as such (``None`` when there is none).
+        by_absence: the concept pushes the decision because it reads *less* present than an average training image
+            (its contribution has the opposite sign of its weight): the passage argues for what its presence means.
     """
 
     concept: str
@@ -89,6 +91,7 @@ class ConceptExplanation(_Frozen):
     links: list[BankLink] = []
     citation: Citation | None = None
     counter_citation: Citation | None = None
+    by_absence: bool = False
 
     @property
     def question(self) -> str:
@@ -238,15 +241,17 @@ def explain_from_concepts(model, P: np.ndarray, *, case_ids: Sequence[str],
             w = float(model.W_[c, j])
             direction = int(np.sign(w)) if abs(w) > 1e-6 else (0 if prior is None else int(np.sign(prior[c, j])))
             cite, counter = choose_citations(links[k], classes[c], direction)
+            push = float(contrib[i, c, j] - contrib[i, s, j])
             concepts.append(ConceptExplanation(
                 concept=k, display_name=links[k][0].name if links[k] else k.replace("_", " "),
                 probability=float(P[i, j]),
                 contributions={classes[a]: float(contrib[i, a, j]) for a in range(len(classes))},
-                margin_contribution=float(contrib[i, c, j] - contrib[i, s, j]),
+                margin_contribution=push,
                 prior=None if prior is None else {classes[a]: int(prior[a, j]) for a in range(len(classes))},
                 agreement=prior_agreement(float(model.W_[c, j]), None if prior is None else float(prior[c, j])),
                 near_boundary=bool(abs(P[i, j] - 0.5) < CONCEPT_BOUNDARY),
-                has_bank_entry=bool(links[k]), links=links[k], citation=cite, counter_citation=counter))
+                has_bank_entry=bool(links[k]), links=links[k], citation=cite, counter_citation=counter,
+                by_absence=bool(push * (model.W_[c, j] - model.W_[s, j]) < -1e-12)))
         concepts.sort(key=lambda e: -abs(e.margin_contribution))
         truth = None if y is None or y[i] < 0 else classes[int(y[i])]  # -1: a label the model does not map
         out.append(CaseExplanation(

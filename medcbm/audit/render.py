@@ -163,7 +163,8 @@ majority-class rate {{ "%.3f"|format(r.ablation.majority_accuracy) }};
 the concept's clinical question and cited passage, and what the model would say if a concept were flipped.
 Activation: the concept probe's probability{% if r.model.site_adjusted %} minus the site's learned offset (so it can fall slightly outside 0–1){% endif %}.
 Contribution: how far the concept moves the predicted class against the runner-up, relative to an average training image
-(a rare finding that is slightly more present than usual can still push).</p>
+(a rare finding that is slightly more present than usual can still push; "by its absence": the concept reads less
+present than usual, so it pushes the opposite way to its cited passage's class).</p>
 {% for c in r.cases %}{% set e = c.explanation %}
 <article class="case {{ 'wrong' if e.correct == false else ('right' if e.correct else '') }}" aria-labelledby="case-{{ loop.index }}">
 <h3 id="case-{{ loop.index }}">{{ e.case }}: {{ e.predicted }} ({{ "%.0f"|format(100 * e.probability) }}%)
@@ -178,7 +179,7 @@ alt="Occlusion map of {{ names.get(concept, concept) }} on {{ e.case }}: red cel
 {% set nb = e.concepts | selectattr("near_boundary") | list %}{% if nb %} {{ nb|length }} concept(s) near their decision boundary (0.4–0.6).{% endif %}</p>
 <table><caption>Top concepts</caption><tr><th scope="col">concept</th><th scope="col">activation</th><th scope="col">contribution</th><th scope="col">weight vs prior</th><th scope="col">clinical question</th></tr>
 {% for k in e.concepts[:top_rows] %}<tr><th scope="row">{{ k.display_name }}</th><td>{{ "%.2f"|format(k.probability) }}{% if k.near_boundary %} (uncertain){% endif %}</td>
-<td><span class="bar {{ 'pos' if k.margin_contribution > 0 else 'neg' }}" style="width:{{ (60 * (k.margin_contribution|abs) / scale)|round(1) }}px" aria-hidden="true"></span> {{ "%+.2f"|format(k.margin_contribution) }}</td>
+<td><span class="bar {{ 'pos' if k.margin_contribution > 0 else 'neg' }}" style="width:{{ (60 * (k.margin_contribution|abs) / scale)|round(1) }}px" aria-hidden="true"></span> {{ "%+.2f"|format(k.margin_contribution) }}{% if k.by_absence %} (by its absence){% endif %}</td>
 <td class="{{ k.agreement }}">{{ k.agreement }}</td>
 <td>{% if k.links %}{{ k.links[0].question }}{{ passages(k) }}
 {% else %}<span class="muted">“{{ k.concept }}” has no concept-bank entry: no question or passage to cite.</span>{% endif %}</td></tr>{% endfor %}</table>

@@ -122,7 +122,8 @@ def create_app(session: ReviewSession, *, token: str, reviewer: str, allowed_hos
         if "application/json" in request.headers.get("accept", ""):
             return JSONResponse({"saved": view.saved, "prediction": env.get_template("_prediction.html").render(v=view, s=session),
                                  "changes": env.get_template("_changes.html").render(v=view),
-                                 "rows": {r.concept: {"answer": r.answer, "push": f"{r.explanation.margin_contribution:+.2f}"}
+                                 "rows": {r.concept: {"answer": r.answer, "push": f"{r.explanation.margin_contribution:+.2f}"
+                                                    + (" (by its absence)" if r.explanation.by_absence else "")}
                                           for r in view.rows}})
         return RedirectResponse(f"/cases/{quote(cid)}#prediction", status_code=303)
 
