@@ -13,11 +13,6 @@ logger = logging.getLogger(__name__)
 LOCAL = ("127.0.0.1", "localhost", "::1")
 
 
-def default_store(model: Path) -> Path:
-    """Where a model's corrections go unless ``--store`` says otherwise (never inside the model folder)."""
-    return Path("runs/review") / f"{model.resolve().name}.sqlite"
-
-
 def register(app: typer.Typer) -> None:
     """Attach ``review`` to the root app."""
 
@@ -26,7 +21,8 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Argument(..., help="model or adaptation folder"),
         manifest: Path = typer.Argument(..., help="manifest CSV/Parquet of the cases to review (labels not needed)"),
         store: Optional[Path] = typer.Option(None, "--store", help="corrections file (SQLite; default "
-                                             "runs/review/<model>.sqlite; created when missing)"),
+                                             "runs/review/<model folder>-<fingerprint>.sqlite; created when "
+                                             "missing)"),
         reviewer: str = typer.Option("reviewer", "--reviewer", help="name the corrections are recorded under "
                                      "(the page can change it)"),
         host: str = typer.Option("127.0.0.1", "--host", help="address to bind (anything but this computer needs "
@@ -49,8 +45,8 @@ def register(app: typer.Typer) -> None:
         if host not in LOCAL and not allow_remote:
             raise ConfigError(f"--host {host} would let other computers reach the review; pass --allow-remote "
                               "as well if that is intended")
-        session = open_review(model, load_manifest(manifest).check_files(), store=store or default_store(model),
-                              cache_dir=cache_dir, raw_ids=raw_ids)
+        session = open_review(model, load_manifest(manifest).check_files(), store=store, cache_dir=cache_dir,
+                              raw_ids=raw_ids)
         if id_map is not None:
             from medcbm.audit.privacy import CaseIds, write_id_map
 
@@ -76,13 +72,21 @@ def serve(session, *, host: str, port: int, reviewer: str) -> None:
     if host not in LOCAL:
         logger.warning("the review is bound to %s: anyone who can reach it and has the link can see the cases", host)
     token = secrets.token_urlsafe(24)
+    from medcbm.errors import ConfigError
+
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --port, or --port 0 "
+                          "for any free one") from None
     shown = "127.0.0.1" if host in LOCAL else host
     hosts = ("127.0.0.1", "localhost", "::1") if host in LOCAL else (host, "127.0.0.1", "localhost")
     app = create_app(session, token=token, reviewer=reviewer, allowed_hosts=hosts)
-    typer.echo(f"review {len(session.cases)} cases at http://{shown}:{sock.getsockname()[1]}/?token={token}", err=False)
+    typer.echo(f"review {len(session.cases)} cases at http://{shown}:{sock.getsockname()[1]}/?token={token}")
+    typer.echo(f"corrections are kept in {session.store.path} (stop with Ctrl-C; nothing is lost)")
     config = uvicorn.Config(app, log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -254,7 +254,13 @@ def describe_change(old: CaseView, new: CaseView, c: Correction) -> list[str]:
     return out
 
 
-def open_review(model_dir: str | os.PathLike, manifest, *, store: str | os.PathLike,
+def default_store(model_dir: str | os.PathLike, fingerprint: str) -> Path:
+    """Where a model's corrections go unless told otherwise: ``runs/review/<folder>-<fingerprint>.sqlite`` (never
+    inside the model folder; a retrained model gets a fresh file, the old one keeps its corrections)."""
+    return Path("runs/review") / f"{Path(model_dir).resolve().name}-{fingerprint[:8]}.sqlite"
+
+
+def open_review(model_dir: str | os.PathLike, manifest, *, store: str | os.PathLike | None = None,
                 cache_dir: str | os.PathLike | None = None, raw_ids: bool = False, asked: int = ASKED,
                 progress: bool = True) -> ReviewSession:
     """Load a model (or adaptation), read the manifest's features (cached) and open or create the store.
@@ -262,7 +268,8 @@ def open_review(model_dir: str | os.PathLike, manifest, *, store: str | os.PathL
     Args:
         model_dir: a model or adaptation folder.
         manifest: a checked :class:`~medcbm.data.manifest.Manifest` (labels are not needed).
-        store: the corrections file (created when missing; refused when it belongs to another model).
+        store: the corrections file (created when missing; refused when it belongs to another model; default
+            :func:`default_store`).
         raw_ids: show manifest ids instead of salted ones (opt-in).
     """
     from medcbm.adapt.store import load_model
@@ -272,7 +279,8 @@ def open_review(model_dir: str | os.PathLike, manifest, *, store: str | os.PathL
     from medcbm.bottleneck.scope import assess_scope
 
     model, meta = load_model(model_dir)
-    db = CorrectionStore(store, model_fingerprint=model_fingerprint(meta))
+    fingerprint = model_fingerprint(meta)
+    db = CorrectionStore(store or default_store(model_dir, fingerprint), model_fingerprint=fingerprint)
     spec = backbone_from_meta(meta)
     feats = extract_features(manifest, spec, cache_dir=cache_dir, progress=progress)
     if not len(feats.X):

@@ -219,3 +219,33 @@ def test_binding_beyond_this_computer_needs_a_flag(audit_model, review_manifest)
 
     res = CliRunner().invoke(app, ["review", str(audit_model), str(review_manifest), "--host", "0.0.0.0"])
     assert res.exit_code != 0 and "--allow-remote" in str(res.exception)
+
+
+def test_a_busy_port_is_a_one_line_error(audit_model, review_manifest, feature_cache, tmp_path):
+    import socket
+
+    from typer.testing import CliRunner
+
+    from medcbm.cli import app
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = CliRunner().invoke(app, ["review", str(audit_model), str(review_manifest), "--port", str(port),
+                                       "--store", str(tmp_path / "s.sqlite"), "--cache-dir", str(feature_cache)])
+    assert res.exit_code != 0 and f"cannot listen on 127.0.0.1:{port}" in str(res.exception)
+
+
+def test_without_the_script_a_form_post_saves_and_comes_back(served):
+    s = served.session
+    case = s.cases[4]
+    concept = s.view(case.case_id).rows[0].concept
+    with httpx.Client(base_url=served.url, headers={"x-review-token": served.token}) as c:
+        r = c.post(f"/cases/{case.case_id}/answer", data={"concept": concept, "value": "present",
+                                                         "fingerprint": s.fingerprint})
+        assert r.status_code == 303 and r.headers["location"] == f"/cases/{case.case_id}#prediction"
+        page = c.get(f"/cases/{case.case_id}").text
+    form = page.split(f'data-concept="{concept}"', 1)[1].split("</form>", 1)[0]
+    assert 'value="present" checked' in form and "with your answers" in page
+    assert s.store.current(case.key)[case.key][concept] == "present"
