@@ -96,6 +96,7 @@ class CaseView:
     answers: dict[str, str]
     diagnosis: str | None
     reachable: tuple[float, float]  # P(now.predicted) the unanswered asked concepts could still reach
+    interval: tuple[float, float]  # P(now.predicted) for 90 % of answers drawn at the probes' own probabilities
     changes: list[str] = field(default_factory=list)
     saved: int | None = None  # the store's sequence number of the correction just made
 
@@ -181,9 +182,25 @@ class ReviewSession:
             e, j = by_name[k], self.concepts.index(k)
             rows.append(ConceptRow(k, e.display_name, e.question, float(case.P[j]), answers.get(k), e,
                                    float(present[j]), float(absent[j])))
+        open_asked = [k for k in asked if k not in answers]
         return CaseView(case, before, now, rows, answers, state.get(DIAGNOSIS),
-                        self._reachable(p_now, [k for k in asked if k not in answers], now.predicted),
-                        list(changes), saved)
+                        self._reachable(p_now, open_asked, now.predicted),
+                        self._interval(p_now, open_asked, now.predicted, seed=case.row), list(changes), saved)
+
+    def _interval(self, p: np.ndarray, open_concepts: Sequence[str], cls: str, *, seed: int,
+                  draws: int = 400) -> tuple[float, float]:
+        """The central 90 % of P(``cls``) when each open question is answered present with the probe's own
+        probability (and absent otherwise): how much the prediction still rests on what the reviewer will see."""
+        c = self.classes.index(cls)
+        if not open_concepts:
+            q = float(self.model.predict_proba_from_concepts(p[None, :])[0, c])
+            return q, q
+        idx = [self.concepts.index(k) for k in open_concepts]
+        rng = np.random.default_rng(seed)  # seeded by the case: the page shows the same interval on every visit
+        rows = np.repeat(p[None, :], draws, axis=0)
+        rows[:, idx] = (rng.random((draws, len(idx))) < np.clip(p[idx], 0, 1)).astype(float)
+        q = self.model.predict_proba_from_concepts(rows)[:, c]
+        return float(np.percentile(q, 5)), float(np.percentile(q, 95))
 
     def _reachable(self, p: np.ndarray, open_concepts: Sequence[str], cls: str) -> tuple[float, float]:
         """The lowest and highest P(``cls``) the open questions could lead to (each answered 0, 1 or left).
