@@ -161,7 +161,10 @@ def adaptation_draws(model, P: np.ndarray, T: np.ndarray, y: np.ndarray, *, seed
                 continue
             proba = a.adapted_.predict_proba_from_concepts(P[held])
             bal = balanced_accuracy(y[held], proba)
+            # the largest concept shift in the head's standardised inputs: a tail loss traces back to it
+            j = int(np.abs(a.edit_.shift).argmax())
             rows.append({**row, "balanced_acc": bal, "gain": bal - base, "changed": a.edit_.changed(identity),
+                         "max_abs_shift_z": float(abs(a.edit_.shift[j])), "max_shift_concept": model.concept_names_[j],
                          "predictions_changed": bool((proba.argmax(1) != base_pred[held]).any()),
                          "labelled_change_kept": bool(a.adopted_), "fit_seconds": time.perf_counter() - t0})
     return rows
@@ -186,6 +189,9 @@ def adaptation_summary(rows: list[dict], *, n_boot: int = 2000) -> dict:
         if ok:
             out["variants"][v].update({
                 "gain": _mean_ci(np.array([r["gain"] for r in ok]), n_boot=n_boot, on=on),
+                "worst_gain": round(min(r["gain"] for r in ok), 4), "best_gain": round(max(r["gain"] for r in ok), 4),
+                "loss_over_0.05_fraction": round(float(np.mean([r["gain"] < -0.05 for r in ok])), 4),
+                "max_abs_shift_z": round(max(r["max_abs_shift_z"] for r in ok), 3),
                 "balanced_acc": round(float(np.mean([r["balanced_acc"] for r in ok])), 4),
                 "changed_fraction": round(float(np.mean([r["changed"] for r in ok])), 4),
                 "predictions_changed_fraction": round(float(np.mean([r["predictions_changed"] for r in ok])), 4),
@@ -309,14 +315,17 @@ def markdown_table(res: dict) -> str:
     lines += ["", f"### Adaptation from {sp['adaptation_reviewed_per_draw']} reviewed cases — scored on the other "
               f"{sp['adaptation_held_out_per_draw']} test images (unadapted bal. acc "
               f"{ad.get('base_balanced_acc', float('nan')):.3f})",
-              "", "| variant | draws (failed) | held-out bal. acc gain [95 % CI] | changed the model | changed a prediction | "
-              "labelled change kept |", "|---|---|---|---|---|---|"]
+              "", "| variant | draws (failed) | held-out bal. acc gain [95 % CI] | worst / best draw | loss > 0.05 | "
+              "changed the model | changed a prediction | labelled change kept | largest shift (SD) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for v, r in ad["variants"].items():
         if "gain" not in r:
-            lines.append(f"| {v} | {r['n_draws']} ({r['n_failed']}) | — ({'; '.join(r['errors'])}) | | | |")
+            lines.append(f"| {v} | {r['n_draws']} ({r['n_failed']}) | — ({'; '.join(r['errors'])}) | | | | | | |")
             continue
-        lines.append(f"| {v} | {r['n_draws']} ({r['n_failed']}) | {_ci(r['gain'])} | {r['changed_fraction']:.2f} | "
-                     f"{r['predictions_changed_fraction']:.2f} | {r['labelled_change_kept_fraction']:.2f} |")
+        lines.append(f"| {v} | {r['n_draws']} ({r['n_failed']}) | {_ci(r['gain'])} | {r['worst_gain']:+.3f} / "
+                     f"{r['best_gain']:+.3f} | {r['loss_over_0.05_fraction']:.2f} | {r['changed_fraction']:.2f} | "
+                     f"{r['predictions_changed_fraction']:.2f} | {r['labelled_change_kept_fraction']:.2f} | "
+                     f"{r['max_abs_shift_z']:.1f} |")
     for k, e in ad["paired"].items():
         lines.append(f"\npaired {k.replace('_', ' ')}: {_ci(e)}")
     c, diff = res["checks"], ad["paired"].get("labels_corrections_minus_labels")
