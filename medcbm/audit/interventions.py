@@ -3,6 +3,8 @@
 - :func:`intervene`: what a clinician does for one case ("the veil is present: what then?");
 - :func:`what_if`: flip each of a case's top concepts, one at a time;
 - :func:`ask_order`: which concepts a reviewer should be asked about first (expected change of the decision);
+- :func:`concept_ranks`: per case, the concepts in the order a correction takes them (random, uncertainty,
+  contribution, or the review app's ``ask`` order);
 - :func:`intervention_curves`: with true concept labels, task accuracy against the number of concepts
   corrected, for several orders (random, uncertainty-first, largest-contribution-first, oracle-greedy);
 - :func:`concept_ablation`: accuracy when concepts are removed (set to their training mean, i.e. no
@@ -120,6 +122,35 @@ def _margin_weights(model, P: np.ndarray) -> np.ndarray:
     return np.abs(C[rows, order[:, 0]] - C[rows, order[:, 1]])
 
 
+RANKINGS = ("random", "uncertainty", "contribution", "ask")
+
+
+def concept_ranks(model, P: np.ndarray, order: str, *, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Per case, its concept indices in the order a correction takes them ``(n, K)``.
+
+    Args:
+        P: concept activations ``(n, K)``.
+        order: ``random`` (a fresh permutation per case, drawn from ``rng``), ``uncertainty`` (activations
+            nearest 0.5 first), ``contribution`` (largest |contribution to the predicted-vs-runner-up margin|
+            first) or ``ask`` (:func:`ask_order`, the review app's questions).
+
+    Raises:
+        ConfigError: an order not in :data:`RANKINGS`, or ``random`` without ``rng``.
+    """
+    P = np.asarray(P, float)
+    if order == "random":
+        if rng is None:
+            raise ConfigError("the random order needs a seeded generator (rng)")
+        return np.argsort(rng.random(P.shape), axis=1)
+    if order == "uncertainty":
+        return np.argsort(np.abs(P - 0.5), axis=1, kind="stable")
+    if order == "contribution":
+        return np.argsort(-_margin_weights(model, P), axis=1, kind="stable")
+    if order == "ask":
+        return np.stack([ask_order(model, p) for p in P]) if len(P) else np.zeros(P.shape, int)
+    raise ConfigError(f"unknown concept order '{order}'; choose from {list(RANKINGS)}")
+
+
 def _curve(model, P: np.ndarray, T: np.ndarray, y: np.ndarray, rank: np.ndarray) -> np.ndarray:
     """Accuracy after correcting each row's first 0..K concepts of ``rank (n, K)`` (concept indices)."""
     n, K = P.shape
@@ -204,14 +235,11 @@ def intervention_curves(model, P: np.ndarray, T: np.ndarray, y: np.ndarray, *, o
     if "random" in orders:
         rng = np.random.default_rng(seed)
         for _ in range(n_random):
-            rank = np.argsort(rng.random((n, K)), axis=1)
-            trials.append(_curve(model, P, T, y, rank).tolist())
+            trials.append(_curve(model, P, T, y, concept_ranks(model, P, "random", rng=rng)).tolist())
         curves["random"] = np.mean(trials, axis=0).tolist()
-    if "uncertainty" in orders:
-        curves["uncertainty"] = _curve(model, P, T, y, np.argsort(np.abs(P - 0.5), axis=1, kind="stable")).tolist()
-    if "contribution" in orders:
-        curves["contribution"] = _curve(model, P, T, y, np.argsort(-_margin_weights(model, P), axis=1,
-                                                                   kind="stable")).tolist()
+    for o in ("uncertainty", "contribution"):
+        if o in orders:
+            curves[o] = _curve(model, P, T, y, concept_ranks(model, P, o)).tolist()
     if "oracle" in orders:
         curves["oracle"] = _oracle_curve(model, P, T, y).tolist()
     return InterventionCurves(n=n, concepts=list(model.concept_names_), base_accuracy=_accuracy(model, P, y),

@@ -108,11 +108,13 @@ def single_concept_effects(model: KnowledgeCBM, P: np.ndarray, y: np.ndarray, *,
             "max_flip": max(r["max_flip"] for r in per.values())}
 
 
-def _true_concepts(model: KnowledgeCBM, C: np.ndarray, names: list[str]) -> np.ndarray:
+def true_concepts(model: KnowledgeCBM, C: np.ndarray, names: list[str]) -> np.ndarray:
+    """The expert annotations ``C`` (columns ``names``) in the model's concept order (weak probes dropped)."""
     return C[:, [names.index(k) for k in model.concept_names_]]
 
 
-def _load(dataset: str, backbone: str, data_root, cache_dir):
+def load_dataset(dataset: str, backbone: str, data_root, cache_dir):
+    """``(manifest, features X, annotations C, malignant y, concept names)`` of Derm7pt or PH2 (features cached)."""
     from medcbm.backbones.features import extract_features
     from medcbm.data.importers import import_dataset
     from medcbm.data.ph2_vocab import CONCEPT_PREFIX
@@ -128,13 +130,12 @@ def _load(dataset: str, backbone: str, data_root, cache_dir):
 
 def derm7pt_interventions(*, backbone: str, data_root=None, cache_dir=None, n_random: int = 5, seed: int = 0) -> dict:
     """Curves on Derm7pt's test split for a CBM fitted on its train split."""
-    m, X, C, y, names = _load("derm7pt", backbone, data_root, cache_dir)
-    split = m.frame["derm7pt_split"].to_numpy()
-    tr, va, te = (split == s for s in ("train", "valid", "test"))
+    m, X, C, y, names = load_dataset("derm7pt", backbone, data_root, cache_dir)
+    tr, va, te = derm7pt_splits(m)
     t0 = time.perf_counter()
     model = fit_concept_cbm(X[tr], C[tr], y[tr], X[va], y[va], names, "derm7pt", seed=seed)
     fit_s = time.perf_counter() - t0
-    P, T = model.predict_concepts(X[te]), _true_concepts(model, C[te], names)
+    P, T = model.predict_concepts(X[te]), true_concepts(model, C[te], names)
     lo, hi = percentile_values(model.predict_concepts(X[va]))
     t0 = time.perf_counter()
     res = {}
@@ -149,6 +150,12 @@ def derm7pt_interventions(*, backbone: str, data_root=None, cache_dir=None, n_ra
             **res, "ablation": ablation.model_dump(), "single_concept": single_concept_effects(model, P, y[te])}
 
 
+def derm7pt_splits(m) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean masks of Derm7pt's official ``train``, ``valid`` and ``test`` splits (``unassigned`` is in none)."""
+    split = m.frame["derm7pt_split"].to_numpy()
+    return split == "train", split == "valid", split == "test"
+
+
 def percentile_values(P_val: np.ndarray, q: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
     """Koh et al.'s corrected values: a concept set "absent" takes the ``q``-th percentile of its activations on
     held-out images, "present" the ``100 - q``-th — values the bottleneck has seen, unlike a hard 0/1."""
@@ -158,7 +165,7 @@ def percentile_values(P_val: np.ndarray, q: float = 5.0) -> tuple[np.ndarray, np
 def ph2_interventions(*, backbone: str, data_root=None, cache_dir=None, n_folds: int = 5, n_random: int = 5,
                       seed: int = 0) -> dict:
     """Curves pooled over PH2's cross-validation folds (each fold's model fitted on the other folds)."""
-    _, X, C, y, names = _load("ph2", backbone, data_root, cache_dir)
+    _, X, C, y, names = load_dataset("ph2", backbone, data_root, cache_dir)
     held = kfold_masks(len(X), n_folds, seed)
     rng = np.random.default_rng(seed)
     fits, kept = [], []
@@ -168,7 +175,7 @@ def ph2_interventions(*, backbone: str, data_root=None, cache_dir=None, n_folds:
         val_mask = rng.random(len(train)) < 0.2
         tr, va = train[~val_mask], train[val_mask]
         model = fit_concept_cbm(X[tr], C[tr], y[tr], X[va], y[va], names, "ph2", seed=seed)
-        T = _true_concepts(model, C[held[f]], names)
+        T = true_concepts(model, C[held[f]], names)
         lo, hi = percentile_values(model.predict_concepts(X[va]))
         fits.append((model, model.predict_concepts(X[held[f]]), {"binary": T, "percentile": np.where(T > 0.5, hi, lo)},
                      y[held[f]]))

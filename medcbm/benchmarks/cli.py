@@ -14,7 +14,8 @@ console = Console()
 
 
 def register_bench(bench_app: typer.Typer) -> None:
-    """Attach ``bench shift``, ``adapt``, ``interventions``, ``concepts``, ``features``, ``scale`` and ``scope``."""
+    """Attach ``bench shift``, ``adapt``, ``interventions``, ``review``, ``concepts``, ``features``, ``scale`` and
+    ``scope``."""
 
     @bench_app.command("shift")
     @engine_options
@@ -91,6 +92,32 @@ def register_bench(bench_app: typer.Typer) -> None:
                 console.print(f"{name} ({mode} values): accuracy {m['base_accuracy']:.3f} -> {m['all_true_accuracy']:.3f} "
                               f"with every concept corrected; AUC " + ", ".join(f"{k} {v:.3f}" for k, v in m["auc"].items()))
         console.print(f"wrote {json_path}")
+
+    @bench_app.command("review")
+    @engine_options
+    def bench_review_cmd(
+        json_path: Path = typer.Option(Path("runs/bench/review.json"), "--json", help="where to write the results "
+                                       "(a .md beside it)"),
+        seeds: int = typer.Option(5, "--seeds", help="seeds 0..N-1: one model fit and its own draws each"),
+        draws: int = typer.Option(20, "--draws", help="reviewed-case draws per seed for the adaptation part"),
+        per_class: int = typer.Option(10, "--per-class", help="reviewed cases per class in a draw"),
+        n_random: int = typer.Option(5, "--n-random", help="seeded random-order trials"),
+        backbone: str = typer.Option("efficientnet_lite0_lesion_cc", "--backbone"),
+        data_root: Optional[Path] = typer.Option(None, "--data-root"),
+        cache_dir: Path = typer.Option(Path("runs/cache/features"), "--cache-dir"),
+    ) -> None:
+        """A simulated reviewer answers the review app's questions with Derm7pt's expert annotations: the gain on
+        reviewed cases, and adaptation from reviewed cases (labels, concept corrections, both) on held-out ones."""
+        from medcbm._io import atomic_write_json, atomic_write_text
+        from medcbm.benchmarks.bench_review import markdown_table, run_review_benchmark
+
+        res = run_review_benchmark(seeds, backbone=backbone, draws=draws, per_class=per_class, n_random=n_random,
+                                   data_root=data_root, cache_dir=cache_dir)
+        atomic_write_json(json_path, res)
+        md = markdown_table(res)
+        atomic_write_text(json_path.with_suffix(".md"), md)
+        console.print(md)
+        console.print(f"wrote {json_path} and {json_path.with_suffix('.md')}")
 
     @bench_app.command("concepts")
     @engine_options

@@ -1,0 +1,79 @@
+"""`bench review` on real PH2 (global features shared with other tests): the simulated reviewer does what the review
+app does, helps on the reviewed cases, and the adaptation part never scores a reviewed case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medcbm.audit.interventions import ask_order, intervention_curves
+from medcbm.benchmarks.bench_interventions import fit_concept_cbm, load_dataset, true_concepts
+from medcbm.benchmarks.bench_review import (ANSWERED, ASKED, adaptation_draws, adaptation_summary, case_outcomes,
+                                            paired_gain_summary, reviewer_answers)
+from medcbm.review import session
+
+
+@pytest.fixture(scope="module")
+def ph2_cbm(data_root, feature_cache):
+    """A PH2 concept CBM fitted on 120 images (30 to choose its strength) and the 50 it never saw."""
+    _, X, C, y, names = load_dataset("ph2", "efficientnet_lite0", data_root, feature_cache)
+    order = np.random.default_rng(0).permutation(len(y))
+    tr, va, te = order[:120], order[120:150], order[150:]
+    model = fit_concept_cbm(X[tr], C[tr], y[tr], X[va], y[va], names, "ph2")
+    return model, model.predict_concepts(X[te]), true_concepts(model, C[te], names), y[te]
+
+
+def test_simulated_answers_are_the_apps_and_help_the_reviewed_cases(ph2_cbm):
+    model, P, T, y = ph2_cbm
+    K = len(model.concept_names_)
+    out = case_outcomes(model, P, T, y, seed=0, n_random=3, max_asked=K)
+    base = model.predict_proba_from_concepts(P).argmax(1) == y
+    all_true = intervention_curves(model, P, T, y, n_random=1).all_true_accuracy
+    for order, c in out.items():
+        assert c.shape == (len(y), K + 1)
+        assert np.array_equal(c[:, 0], base), order  # nothing answered: the model's own reading
+        assert c[:, K].mean() == pytest.approx(all_true), order  # everything answered: the truth throughout
+    # the app's path: each asked concept answered present/absent through the model's intervention API
+    for i in range(len(y)):
+        asked = [model.concept_names_[j] for j in ask_order(model, P[i])[:ANSWERED]]
+        values = {k: session.ANSWER_VALUE["present" if T[i, model.concept_names_.index(k)] else "absent"] for k in asked}
+        right = model.intervene_concepts(P[i:i + 1], values).argmax(1)[0] == y[i]
+        assert right == bool(out["ask"][i, ANSWERED]), i
+    s = paired_gain_summary(y, out["ask"][:, 0], out["ask"][:, ANSWERED], n_boot=200, images="PH2 held-out images")
+    g = s["accuracy_gain"]
+    assert g["gain"] == pytest.approx(s["accuracy_after"] - s["accuracy_before"], abs=1e-3)
+    assert g["ci95"][0] <= g["gain"] <= g["ci95"][1]
+    # a real outcome: five answers from the truth, asked in the app's order, lift these held-out cases
+    assert g["gain"] > 0.02, s
+
+
+def test_reviewer_answers_only_the_asked_concepts():
+    assert ASKED == session.ASKED  # the benchmark's curve stops where the app stops asking
+    T = np.array([[1, 0, 1, 0], [0, 0, 1, 1]], float)
+    rank = np.array([[2, 0, 1, 3], [3, 1, 0, 2]])
+    R = reviewer_answers(T, rank, 2)
+    assert np.array_equal(np.isnan(R), [[False, True, False, True], [True, False, True, False]])
+    assert R[0, 2] == 1 and R[0, 0] == 1 and R[1, 3] == 1 and R[1, 1] == 0
+
+
+def test_adaptation_scores_only_cases_not_reviewed(ph2_cbm):
+    model, P, T, y = ph2_cbm
+    rows = adaptation_draws(model, P, T, y, seed=0, draws=2, per_class=5)
+    assert [r["variant"] for r in rows[:3]] == ["labels", "labels_corrections", "corrections"] and len(rows) == 6
+    base = model.predict_proba_from_concepts(P)
+    for r in rows:
+        reviewed = np.asarray(r["reviewed"])
+        assert len(set(reviewed)) == 10 and np.bincount(y[reviewed]).tolist() == [5, 5]
+        assert r["n_held_out"] == len(y) - 10
+        held = np.setdiff1d(np.arange(len(y)), reviewed)
+        assert r["base_balanced_acc"] == pytest.approx(
+            np.mean([(base[held].argmax(1) == c)[y[held] == c].mean() for c in (0, 1)]))
+        assert "error" not in r, r
+        if r["variant"] == "corrections":  # answered concepts always shift: the model changes, no label step runs
+            assert r["changed"] and not r["labelled_change_kept"]
+    s = adaptation_summary(rows, n_boot=200)
+    d = s["paired"]["labels_corrections_minus_labels"]
+    gains = {(r["draw"], r["variant"]): r["gain"] for r in rows}
+    assert d["gain"] == pytest.approx(np.mean([gains[k, "labels_corrections"] - gains[k, "labels"] for k in (0, 1)]), abs=1e-4)
+    assert d["verdict"] in {"gain", "loss", "cannot tell"} and d["n"] == 2
+    assert s["variants"]["corrections"]["changed_fraction"] == 1.0
