@@ -1,10 +1,13 @@
 """Per-concept recalibration at a new site from a reviewer's concept corrections (``medcbm review``).
 
-A reviewed case says, for some concepts, whether the finding is there (1) or not (0). Where the concept probe is
-calibrated at the source, its probability's mean error on such cases is zero; at a new site it drifts. Each
-concept's activation is shifted by the mean error of the probe on that concept's reviewed cases, shrunk towards
-no shift (the source calibration) with the weight of ``n0`` cases: ``shift_k = sum(t - p) / (n_k + n0)`` — the
-same shrinkage as the label-based recalibration (``recalibrate_tfti``). Answers of "unsure" carry no value.
+A reviewed case says, for some concepts, whether the finding is there (1) or not (0). Each concept's activation is
+shifted by the probe's mean error on that concept's reviewed cases, shrunk towards no shift (the source
+calibration) with the weight of ``n0`` cases — the same shrinkage as the label-based recalibration
+(``recalibrate_tfti``). The error is measured where the head reads it: the answer and the reading both clipped to
+the concept's training range and standardised, exactly as an intervention is read, so ``shift_k = sum(z(t) -
+z(p)) / (n_k + n0)`` in standard deviations can never exceed the head's input range. (Measured in raw
+probability, one "present" for a rare concept whose training activations barely spread moved every case by 16
+SD and made 96 % of a held-out set malignant: ``bench review``, before this rule.) "Unsure" carries no value.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ N0 = 8.0
 
 
 def concept_recalibration(model, P: np.ndarray, T: np.ndarray, *, n0: float = N0) -> tuple[ConceptEdit, list[ConceptChange]]:
-    """The shift edit in the model's standardised space and the concepts it moved.
+    """The shift edit in the model's standardised space and the concepts it moved (statistic: the shift in SD;
+    factor: the reviewed cases that answered the concept).
 
     Args:
-        model: the base CBM (its ``p_scale_`` converts probability shifts into its input space).
+        model: the base CBM (its input map clips and standardises answers and readings alike).
         P: the model's concept activations on the reviewed cases ``(n, K)``.
         T: the reviewer's values ``(n, K)``: 1 present, 0 absent, NaN unanswered or unsure.
         n0: shrinkage towards no shift, in cases.
@@ -40,9 +44,10 @@ def concept_recalibration(model, P: np.ndarray, T: np.ndarray, *, n0: float = N0
     if not np.isin(T[known], (0.0, 1.0)).all():
         raise DataError("concept corrections must be 1 (present), 0 (absent) or empty")
     n = known.sum(0)
-    delta = np.where(known, T - P, 0.0).sum(0) / (n + n0)
+    read = model.concept_inputs(P.astype(np.float32)).astype(np.float64)
+    said = model.concept_inputs(np.where(known, T, P).astype(np.float32)).astype(np.float64)
+    shift = np.where(known, said - read, 0.0).sum(0) / (n + n0)
     identity = ConceptEdit.identity(model)
-    shift = (delta / np.asarray(model.p_scale_, np.float64)).astype(np.float32)
-    changes = [ConceptChange(concept=k, action="recalibrated", statistic=float(delta[j]), factor=float(n[j]))
+    changes = [ConceptChange(concept=k, action="recalibrated", statistic=float(shift[j]), factor=float(n[j]))
                for j, k in enumerate(model.concept_names_) if n[j]]
-    return ConceptEdit(identity.scale, shift, identity.W, identity.b), changes
+    return ConceptEdit(identity.scale, shift.astype(np.float32), identity.W, identity.b), changes

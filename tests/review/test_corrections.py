@@ -62,9 +62,16 @@ def test_adapt_with_corrections_recalibrates_the_answered_concepts(reviewed, aud
     assert set(changes) == {up, down}
     P = np.array([c.P for c in cases])
     j_up, j_down = s.concepts.index(up), s.concepts.index(down)
-    # shift = sum(t - p) / (n + n0): towards present for the one marked present on every case, and vice versa
-    assert changes[up]["statistic"] == pytest.approx((1 - P[:, j_up]).sum() / (12 + N0), abs=1e-3)
-    assert changes[down]["statistic"] == pytest.approx(-P[:, j_down].sum() / (12 + N0), abs=1e-3)
+    # shift = sum(z(t) - z(p)) / (n + n0), read as the head reads an answer (clipped to the training range):
+    # towards present for the one marked present on every case, and vice versa
+    Z = s.model.concept_inputs(P.astype(np.float32))
+    T = P.copy()
+    T[:, j_up], T[:, j_down] = 1.0, 0.0
+    ZT = s.model.concept_inputs(T.astype(np.float32))
+    assert changes[up]["statistic"] == pytest.approx((ZT - Z)[:, j_up].sum() / (12 + N0), abs=1e-3)
+    assert changes[down]["statistic"] == pytest.approx((ZT - Z)[:, j_down].sum() / (12 + N0), abs=1e-3)
+    lo, hi = s.model.concept_inputs(np.vstack([np.zeros(len(s.concepts)), np.ones(len(s.concepts))]).astype(np.float32))
+    assert all(abs(c["statistic"]) <= (hi - lo)[s.concepts.index(k)] for k, c in changes.items())
     assert changes[up]["factor"] == 12
     assert doc["edit"]["shift"][j_up] > 0 > doc["edit"]["shift"][j_down]
     assert doc["support"]["n"] == 12 and doc["support"]["reviewed"] == {"n": 13, "concept_answers": 24}
