@@ -11,6 +11,8 @@ bottleneck's strength chosen on ``valid``); the ``test`` split is never seen by 
 2. **Adaptation from reviewed cases**: random stratified draws of test images are "reviewed" (diagnosis and
    the first asked concepts answered); :class:`~medcbm.adapt.site.SiteAdaptation` is fitted from the labels
    alone, the labels plus the concept answers, and the answers alone, and scored on the test images not drawn.
+3. **A new site**: both parts again on PH2 — another hospital and dermoscope — whose expert criteria answer the
+   app's questions where PH2 annotates the concept (the six concepts the datasets share; others stay unsure).
 """
 
 from __future__ import annotations
@@ -51,6 +53,13 @@ def reviewer_answers(T: np.ndarray, rank: np.ndarray, m: int) -> np.ndarray:
     return R
 
 
+def answerable_first(rank: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Each case's ``rank`` with the concepts its experts annotated (finite ``T``) first, in the same order: a
+    reviewer at another hospital answers the app's questions they can, and an unannotated one counts as unsure."""
+    unknown = np.isnan(np.take_along_axis(T, rank, axis=1))
+    return np.take_along_axis(rank, np.argsort(unknown, axis=1, kind="stable"), axis=1)
+
+
 def answered(P: np.ndarray, R: np.ndarray) -> np.ndarray:
     """Activations with the reviewer's answers ``R`` applied (the app's ``corrected_concepts``, vectorised)."""
     return np.where(np.isnan(R), P, R)
@@ -76,7 +85,8 @@ def case_outcomes(model, P: np.ndarray, T: np.ndarray, y: np.ndarray, *, seed: i
     rng = np.random.default_rng([seed, 11])
     out = {}
     for order in ORDERS:
-        trials = [concept_ranks(model, P, order, rng=rng) for _ in range(n_random if order == "random" else 1)]
+        trials = [answerable_first(concept_ranks(model, P, order, rng=rng), T)
+                  for _ in range(n_random if order == "random" else 1)]
         out[order] = np.mean([[model.predict_proba_from_concepts(answered(P, reviewer_answers(T, r, m))).argmax(1) == y
                                for m in range(max_asked + 1)] for r in trials], axis=0).T
     return out
@@ -105,16 +115,18 @@ def paired_gain_summary(y: np.ndarray, before: np.ndarray, after: np.ndarray, *,
             "balanced_accuracy_gain": _estimate(bal(y, V), bootstrap_ci(y, V, fn=bal, n=n_boot, seed=seed), len(y), on)}
 
 
-def reviewed_case_summary(y: np.ndarray, outcomes: list[dict[str, np.ndarray]], *, n_boot: int = 1000) -> dict:
+def reviewed_case_summary(y: np.ndarray, outcomes: list[dict[str, np.ndarray]], *, n_boot: int = 1000,
+                          images: str = "Derm7pt test images") -> dict:
     """Per order, the gains at 1..``ASKED`` answered concepts (correctness averaged over seeds, paired over images)
     and each seed's own figures at :data:`ANSWERED`."""
     out: dict = {}
     for order in ORDERS:
         mean = np.mean([o[order] for o in outcomes], axis=0)
-        out[order] = {"by_answered": {str(m): paired_gain_summary(y, mean[:, 0], mean[:, m], n_boot=n_boot)
+        out[order] = {"by_answered": {str(m): paired_gain_summary(y, mean[:, 0], mean[:, m], n_boot=n_boot,
+                                                                  images=images)
                                       for m in range(1, mean.shape[1])},
-                      "per_seed_at_5": [paired_gain_summary(y, o[order][:, 0], o[order][:, ANSWERED], n_boot=n_boot)
-                                        for o in outcomes]}
+                      "per_seed_at_5": [paired_gain_summary(y, o[order][:, 0], o[order][:, ANSWERED], n_boot=n_boot,
+                                                            images=images) for o in outcomes]}
         out[order]["at_5"] = out[order]["by_answered"][str(ANSWERED)]
     return out
 
@@ -139,7 +151,7 @@ def adaptation_draws(model, P: np.ndarray, T: np.ndarray, y: np.ndarray, *, seed
         the fit changed the model at all and whether it changed a held-out prediction, the reviewed cases'
         positions in ``y`` (every other case is held out and scored). A variant that refuses to fit has ``error``.
     """
-    R_all = reviewer_answers(T, concept_ranks(model, P, "ask"), asked)
+    R_all = reviewer_answers(T, answerable_first(concept_ranks(model, P, "ask"), T), asked)
     base_proba = model.predict_proba_from_concepts(P)
     base_pred = base_proba.argmax(1)
     identity = ConceptEdit.identity(model)
@@ -176,10 +188,10 @@ def _mean_ci(v: np.ndarray, *, n_boot: int, on: str) -> dict:
     return _estimate(float(v.mean()), bootstrap_ci(v, v[:, None], fn=mean, n=n_boot, seed=0), len(v), on)
 
 
-def adaptation_summary(rows: list[dict], *, n_boot: int = 2000) -> dict:
+def adaptation_summary(rows: list[dict], *, n_boot: int = 2000, images: str = "Derm7pt test images") -> dict:
     """Per variant: mean held-out gain with an interval over draws, how often it changed anything; and the paired
     differences of the corrections variants from labels alone, draw by draw."""
-    on = "draws (each scored on its held-out Derm7pt test images; bootstrap over draws)"
+    on = f"draws (each scored on its held-out {images}; bootstrap over draws)"
     by = {v: [r for r in rows if r["variant"] == v] for v in VARIANTS}
     out: dict = {"variants": {}, "paired": {}}
     for v, rs in by.items():
@@ -226,7 +238,8 @@ def run_review_benchmark(seeds: list[int] | int = 5, *, backbone: str = "efficie
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     m, X, C, y, names = load_dataset("derm7pt", backbone, data_root, cache_dir)
     tr, va, te = derm7pt_splits(m)
-    outcomes, rows, per_seed = [], [], []
+    site = load_dataset("ph2", backbone, data_root, cache_dir)
+    outcomes, rows, per_seed, site_outcomes, site_rows = [], [], [], [], []
     for seed in seeds:
         ts = time.perf_counter()
         model = fit_concept_cbm(X[tr], C[tr], y[tr], X[va], y[va], names, "derm7pt", seed=seed)
@@ -235,8 +248,12 @@ def run_review_benchmark(seeds: list[int] | int = 5, *, backbone: str = "efficie
         outcomes.append(case_outcomes(model, P, T, y[te], seed=seed, n_random=n_random))
         ts = time.perf_counter()
         rows += adaptation_draws(model, P, T, y[te], seed=seed, draws=draws, per_class=per_class)
+        P2, T2 = model.predict_concepts(site[1]), site_concepts(model, site[2], site[4])
+        site_outcomes.append(case_outcomes(model, P2, T2, site[3], seed=seed, n_random=n_random))
+        site_rows += adaptation_draws(model, P2, T2, site[3], seed=seed, draws=draws, per_class=per_class)
         per_seed.append({"seed": seed, "concepts": list(model.concept_names_), "fit_s": round(fit_s, 2),
-                         "adaptation_s": round(time.perf_counter() - ts, 2)})
+                         "adaptation_s": round(time.perf_counter() - ts, 2),
+                         "ph2_answerable": [k for k in model.concept_names_ if k in site[4]]})
         logger.info("seed %d: fitted in %.1f s, %d concepts", seed, fit_s, len(model.concept_names_))
     res = {
         "backbone": backbone, "task": "benign vs malignant", "seeds": seeds, "targets": TARGETS,
@@ -262,19 +279,39 @@ def run_review_benchmark(seeds: list[int] | int = 5, *, backbone: str = "efficie
                                            "scored); the unadapted model is scored on the same images",
                    "test_ids": m.frame["id"][te].astype(str).tolist()},  # adaptation draws' "reviewed" index these
         "limitations": [
-            "Derm7pt is one source: the 'site' adapted to is the training distribution (the test split), so there "
-            "is no site shift for concept corrections to repair; a gain or its absence here says nothing about a "
-            "new hospital",
+            "Derm7pt is one source: on its test split the 'site' adapted to is the training distribution, so there "
+            "is no site shift for concept corrections to repair; the new_site part (PH2) is another hospital, but "
+            "its experts annotate only the concepts the two datasets share, and it has 40 melanomas",
             "the reviewer is perfect (the expert annotation, binary); real reviewers disagree with it",
             "adaptation intervals are over draws and seeds; the held-out sets of one seed overlap almost entirely, "
             "so they do not cover the sampling of the test split itself"],
         "reviewed_cases": reviewed_case_summary(y[te], outcomes, n_boot=n_boot),
         "adaptation": {**adaptation_summary(rows, n_boot=2 * n_boot), "draws": rows},
         "per_seed": per_seed,
+        "new_site": {
+            "site": "PH2 (Hospital Pedro Hispano, Matosinhos: another hospital and dermoscope; never seen by the fit)",
+            "task": "melanoma vs common/atypical nevus (malignant vs benign)", "n_images": int(len(site[3])),
+            "n_malignant": int(site[3].sum()),
+            "reviewer": "PH2's expert criteria answer the app's questions they cover (the concepts PH2 and Derm7pt "
+                        "share: blue-whitish veil, dots/globules, atypical dots/globules, atypical network, "
+                        "regression, streaks); an asked concept PH2 does not annotate is left unsure",
+            "reviewed_cases": reviewed_case_summary(site[3], site_outcomes, n_boot=n_boot, images="PH2 images"),
+            "adaptation": {**adaptation_summary(site_rows, n_boot=2 * n_boot, images="PH2 images"), "draws": site_rows},
+        },
     }
     res["checks"] = checks(res)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     return res
+
+
+def site_concepts(model, C: np.ndarray, names: list[str]) -> np.ndarray:
+    """Another dataset's expert concepts in the model's concept order ``(n, K)``; NaN for a concept it does not
+    annotate (the simulated reviewer leaves those unsure)."""
+    T = np.full((len(C), len(model.concept_names_)), np.nan)
+    for j, k in enumerate(model.concept_names_):
+        if k in names:
+            T[:, j] = C[:, names.index(k)]
+    return T
 
 
 def _verdict(est: dict | None, target: float) -> str:
@@ -290,7 +327,12 @@ def checks(res: dict) -> dict:
     at5 = res["reviewed_cases"]["ask"]["at_5"]["accuracy_gain"]
     diff = res["adaptation"]["paired"].get("labels_corrections_minus_labels")
     t = TARGETS
+    site = res.get("new_site") or {}
+    site_diff = (site.get("adaptation") or {}).get("paired", {}).get("labels_corrections_minus_labels")
     return {"reviewed_case_gain_at_5": at5["gain"],
+            "new_site_reviewed_case_gain_at_5": site["reviewed_cases"]["ask"]["at_5"]["accuracy_gain"]["gain"]
+            if site else None,
+            "new_site_corrections_beat_labels_verdict": _verdict(site_diff, t["corrections_plus_labels_minus_labels"]),
             "reviewed_case_gain_point_met": at5["gain"] >= t["reviewed_case_accuracy_gain_at_5"],
             "reviewed_case_gain_verdict": _verdict(at5, t["reviewed_case_accuracy_gain_at_5"]),
             "corrections_minus_labels": None if diff is None else diff["gain"],
@@ -302,9 +344,30 @@ def _ci(e: dict) -> str:
 
 
 def markdown_table(res: dict) -> str:
-    """The headline tables: reviewed-case gains per order and answered count, adaptation gains per variant."""
-    rc, ad, sp = res["reviewed_cases"], res["adaptation"], res["splits"]
-    lines = [f"### Reviewed cases — Derm7pt test split ({sp['test']} images), {len(res['seeds'])} seeds", "",
+    """The headline tables: reviewed-case gains per order and answered count, adaptation gains per variant, on
+    Derm7pt's test split and at the new site (PH2)."""
+    sp, site = res["splits"], res.get("new_site")
+    lines = _tables(res["reviewed_cases"], res["adaptation"], f"Derm7pt test split ({sp['test']} images), "
+                    f"{len(res['seeds'])} seeds", sp["adaptation_reviewed_per_draw"], sp["adaptation_held_out_per_draw"],
+                    "test images")
+    if site:
+        n_rev = sp["adaptation_reviewed_per_draw"]
+        lines += [""] + _tables(site["reviewed_cases"], site["adaptation"], f"new site, PH2 ({site['n_images']} images, "
+                                f"{site['n_malignant']} melanomas; answers only for the concepts PH2 annotates)", n_rev,
+                                site["n_images"] - n_rev, "PH2 images")
+    c, diff = res["checks"], res["adaptation"]["paired"].get("labels_corrections_minus_labels")
+    rc = res["reviewed_cases"]
+    lines += ["", f"Targets (met: the 95 % interval clears the target; cannot tell: it straddles it): reviewed-case "
+              f"accuracy gain at {ANSWERED} (ask order) ≥ +0.10: {c['reviewed_case_gain_verdict']} "
+              f"({_ci(rc['ask']['at_5']['accuracy_gain'])}, point {'above' if c['reviewed_case_gain_point_met'] else 'below'}"
+              f" the target); corrections + labels beat labels alone: {c['corrections_beat_labels_verdict']}"
+              + (f" ({_ci(diff)})" if diff else "") + f"; at the new site: {c['new_site_corrections_beat_labels_verdict']}.",
+              "", "Limitations: " + "; ".join(res["limitations"]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _tables(rc: dict, ad: dict, where: str, n_reviewed: int, n_held: int, images: str) -> list[str]:
+    lines = [f"### Reviewed cases — {where}", "",
              "| order | answered | accuracy before → after | gain [95 % CI] | bal. acc before → after | gain [95 % CI] |",
              "|---|---|---|---|---|---|"]
     for order, r in rc.items():
@@ -312,9 +375,8 @@ def markdown_table(res: dict) -> str:
             lines.append(f"| {order} | {k} | {s['accuracy_before']:.3f} → {s['accuracy_after']:.3f} | "
                          f"{_ci(s['accuracy_gain'])} | {s['balanced_accuracy_before']:.3f} → "
                          f"{s['balanced_accuracy_after']:.3f} | {_ci(s['balanced_accuracy_gain'])} |")
-    lines += ["", f"### Adaptation from {sp['adaptation_reviewed_per_draw']} reviewed cases — scored on the other "
-              f"{sp['adaptation_held_out_per_draw']} test images (unadapted bal. acc "
-              f"{ad.get('base_balanced_acc', float('nan')):.3f})",
+    lines += ["", f"### Adaptation from {n_reviewed} reviewed cases — scored on the other {n_held} {images} "
+              f"(unadapted bal. acc {ad.get('base_balanced_acc', float('nan')):.3f})",
               "", "| variant | draws (failed) | held-out bal. acc gain [95 % CI] | worst / best draw | loss > 0.05 | "
               "changed the model | changed a prediction | labelled change kept | largest shift (SD) |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -328,10 +390,4 @@ def markdown_table(res: dict) -> str:
                      f"{r['max_abs_shift_z']:.1f} |")
     for k, e in ad["paired"].items():
         lines.append(f"\npaired {k.replace('_', ' ')}: {_ci(e)}")
-    c, diff = res["checks"], ad["paired"].get("labels_corrections_minus_labels")
-    lines += ["", f"Targets (met: the 95 % interval clears the target; cannot tell: it straddles it): reviewed-case "
-              f"accuracy gain at {ANSWERED} (ask order) ≥ +0.10: {c['reviewed_case_gain_verdict']} "
-              f"({_ci(rc['ask']['at_5']['accuracy_gain'])}, point {'above' if c['reviewed_case_gain_point_met'] else 'below'}"
-              f" the target); corrections + labels beat labels alone: {c['corrections_beat_labels_verdict']}"
-              + (f" ({_ci(diff)})" if diff else "") + ".", "", "Limitations: " + "; ".join(res["limitations"]) + "."]
-    return "\n".join(lines) + "\n"
+    return lines
