@@ -78,6 +78,7 @@ def serve(session, *, host: str, port: int, reviewer: str) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)  # connections queue from now on, before uvicorn starts accepting: the URL works at once
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --port, or --port 0 "

@@ -136,7 +136,12 @@ def test_sigkill_mid_write_loses_no_acknowledged_correction(audit_model, review_
         base = f"http://127.0.0.1:{port}"
         acked: list[int] = []
         with httpx.Client(base_url=base, headers={"x-review-token": token, "accept": "application/json"}) as c:
-            html = c.get("/").text
+            for _ in range(100):  # the process prints the URL once it listens; be patient on a loaded machine
+                try:
+                    html = c.get("/").text
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
             ids = re.findall(r'href="/cases/(case-[0-9a-f]+)"', html)
             concept = re.search(r'data-concept="([^"]+)"', c.get(f"/cases/{ids[0]}").text).group(1)
             stop = threading.Event()
