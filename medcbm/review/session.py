@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -240,7 +240,7 @@ class ReviewSession:
         old = self.view(case_id)
         c = self.store.record(case.key, concept, value, reviewer=reviewer, model_fingerprint=fingerprint)
         new = self.view(case_id)
-        return self.view(case_id, changes=describe_change(old, new, c), saved=c.seq)
+        return replace(new, changes=describe_change(old, new, c), saved=c.seq)
 
     def diagnose(self, case_id: str, label: str, *, reviewer: str, fingerprint: str | None = None) -> CaseView:
         """Record the reviewer's final diagnosis (a class name, or ``cleared``)."""
@@ -249,21 +249,19 @@ class ReviewSession:
             raise ConfigError(f"diagnosis '{label}' must be one of the model's classes {self.classes}")
         c = self.store.record(case.key, DIAGNOSIS, label, reviewer=reviewer, model_fingerprint=fingerprint)
         words = "Final diagnosis cleared." if label == "cleared" else f"Final diagnosis set to {label}."
-        return self.view(case_id, changes=[words], saved=c.seq)
+        return replace(self.view(case_id), changes=[words], saved=c.seq)
 
 
 def describe_change(old: CaseView, new: CaseView, c: Correction) -> list[str]:
     """Sentences for the page: the probability before and after one answer, and the concept behind it."""
     cls = old.now.predicted
     p0, p1 = old.now.class_probabilities[cls], new.now.class_probabilities[cls]
-    row = next((r for r in new.rows if r.concept == c.field), None)
-    name = row.name if row else c.field.replace("_", " ")
-    reading = next((r.reading for r in new.rows if r.concept == c.field), None)
     said = {"present": "present", "absent": "absent", "unsure": "unsure (the model's reading is kept)",
             "cleared": "unanswered again"}[c.value]
-    out = [f"You marked {name} {said}" + (f"; the model read {reading:.2f}." if reading is not None else ".")]
     e_old = next(e for e in old.now.concepts if e.concept == c.field)
     e_new = next(e for e in new.now.concepts if e.concept == c.field)
+    reading = old.before.concepts[[e.concept for e in old.before.concepts].index(c.field)].probability
+    out = [f"You marked {e_new.display_name} {said}; the model read {reading:.2f}."]
     out.append(f"Its push on the decision went from {e_old.margin_contribution:+.2f} to {e_new.margin_contribution:+.2f} "
                f"(positive: towards {cls}).")
     out.append(f"P({cls}) {p0:.2f} → {p1:.2f}" + (f"; the prediction is now {new.now.predicted}."

@@ -171,10 +171,6 @@ class CorrectionStore:
                 fields[c.field] = c.value
         return {k: v for k, v in out.items() if v}
 
-    def reviewed(self) -> Iterator[str]:
-        """Case keys with at least one standing correction."""
-        return iter(self.current())
-
     def integrity(self) -> str:
         """SQLite's own integrity check ("ok" when the file is sound)."""
         with self._connect() as con:
