@@ -7,8 +7,9 @@ The starter corpus tags passages with the vocabulary concepts they are about and
    or synonyms meet the concept's lexicon synonyms (``knowledge/lexicon/*.tsv``; method ``lexicon``), else
    to a new bank concept seeded from the vocabulary (question from the vocabulary, synonyms from the mapping
    file and lexicon, provenance = its first tagged passage; generator ``vocabulary``);
-2. attach to every grounded bank concept the tagged passages of its targets as :class:`Citation` s (the
-   sentence quoted is the one that names the concept and, where possible, the class the passage argues for);
+2. attach to every grounded bank concept the tagged passages of its targets as :class:`Citation` s (at most
+   :data:`MAX_CITATIONS` per target, those arguing for a class before ``depends`` ones; the sentence quoted is
+   the one that names the concept and, where possible, the class the passage argues for);
 3. re-derive the class–concept prior of a concept that has stance-labelled citations from those stances
    (method ``stance``): the knowledge's own verdict instead of co-occurrence counts.
 """
@@ -171,6 +172,24 @@ def citations_for(key: str, terms: Sequence[str], docs: Sequence[Document], bank
     return out
 
 
+def argues(citation: Citation) -> bool:
+    """Whether the cited passage argues for a class (a stance other than ``depends``)."""
+    return bool(citation.stance) and citation.stance != DEPENDS
+
+
+def keep_ids(found: Sequence[Citation], limit: int = MAX_CITATIONS) -> set[str]:
+    """The doc ids of the at most ``limit`` citations of one target that are kept.
+
+    The prior is read off the kept passages, so those arguing for a class come first (in corpus order) and
+    descriptive ``depends`` passages early in a file cannot crowd them out; one ``depends`` passage keeps a
+    place when there is one, for the audit to cite where the prior is 0.
+    """
+    arguing = [x for x in found if argues(x)]
+    rest = [x for x in found if not argues(x)]
+    n = min(len(arguing), limit - 1 if rest else limit)
+    return {x.doc_id for x in [*arguing[:n], *rest[:limit - n]]}
+
+
 def names_concept(sentence: str, terms: Sequence[str]) -> bool:
     """Whether ``sentence`` affirms one of ``terms`` or its distinctive word (:func:`head_terms`)."""
     return any(not m.negated for m in find_mentions(sentence, [*terms, *head_terms(terms)]))
@@ -278,7 +297,9 @@ def cite_bank(bank: ConceptBank, docs: Sequence[Document] | None = None,
             terms = lexicon_terms(bank.modality, [*c.terms, *(p for t in group for p in t.phrases)])
             others = [h for key, h in heads.items() if key != _key(src) and h and not set(h) & set(head_terms(terms))]
             have = {(x.doc_id, x.concept) for x in cites}  # ph2: and derm7pt: share keys: cite a passage once
-            kept = citations_for(_key(src), terms, docs, bank, others)[:MAX_CITATIONS]
+            found = citations_for(_key(src), terms, docs, bank, others)
+            keep = keep_ids(found)
+            kept = [x for x in found if x.doc_id in keep]
             # passages whose quote names the concept first, list sentences last (the 8 kept stay corpus order)
             kept.sort(key=lambda x: (not names_concept(x.sentence, terms), is_list(x.sentence, others)))
             cites += [x for x in kept if (x.doc_id, x.concept) not in have]

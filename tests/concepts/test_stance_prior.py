@@ -28,6 +28,25 @@ def test_a_sign_needs_a_margin_of_two_passages():
     assert _priors("depends", "depends") == {"benign": 0, "malignant": 0}
 
 
+def test_kept_citations_put_arguing_passages_first_and_keep_one_depends():
+    """A run of descriptive `depends` passages early in the corpus must not push the passages that argue for a
+    class out of the 8 kept (the prior is read off them); one `depends` passage keeps a place for a 0 prior."""
+    from medcbm.concepts.citations import MAX_CITATIONS, keep_ids
+
+    def cites(*stances):
+        return [Citation(doc_id=f"d{i}", chunk_id="", sentence="s", concept="c", stance=s) for i, s in enumerate(stances)]
+
+    found = cites(*["depends"] * 6, "pneumonia", "depends", "pneumonia", "covid", "pneumonia")
+    kept = keep_ids(found)
+    assert len(kept) == MAX_CITATIONS == 8
+    assert {"d6", "d8", "d9", "d10"} <= kept and "d0" in kept  # every arguing passage, then depends in corpus order
+    many = cites("depends", *["mel"] * 9, "depends")
+    kept = keep_ids(many)
+    assert kept == {"d0", *(f"d{i}" for i in range(1, 8))}  # 7 arguing + the first depends
+    assert keep_ids(cites(*["nv"] * 9)) == {f"d{i}" for i in range(8)}  # nothing to reserve a place for
+    assert keep_ids(cites("nv", "depends")) == {"d0", "d1"}
+
+
 def test_a_passage_cited_for_two_targets_counts_once():
     from medcbm.concepts import default_bank_path, load_bank
 

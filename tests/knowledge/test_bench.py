@@ -86,5 +86,5 @@ def test_concept_and_class_queries_on_the_starter_corpus(default_store, eval_row
     res = evaluate(default_store, rows, tuned=tuned)
     report = res["groups"]["split:report"]
     assert report["n_queries"] >= 30
-    assert report["hit@5"]["hybrid"] >= 0.9 and report["recall@5"]["hybrid"] >= 0.5, report  # seen: 0.97, 0.57
+    assert report["hit@5"]["hybrid"] >= 0.9 and report["recall@5"]["hybrid"] >= 0.5, report  # seen: 1.00, 0.62 (0.97, 0.57 before tagging round 2)
     assert report["recall@5"]["hybrid_tuned"] >= report["recall@5"]["hybrid"] - 0.05
