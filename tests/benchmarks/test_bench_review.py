@@ -9,7 +9,7 @@ import pytest
 from medcbm.audit.interventions import ask_order, intervention_curves
 from medcbm.benchmarks.bench_interventions import fit_concept_cbm, load_dataset, true_concepts
 from medcbm.benchmarks.bench_review import (ANSWERED, ASKED, adaptation_draws, adaptation_summary, case_outcomes,
-                                            paired_gain_summary, reviewer_answers)
+                                            paired_gain_summary, recalibration_ceiling, reviewer_answers)
 from medcbm.review import session
 
 
@@ -77,3 +77,17 @@ def test_adaptation_scores_only_cases_not_reviewed(ph2_cbm):
     assert d["gain"] == pytest.approx(np.mean([gains[k, "labels_corrections"] - gains[k, "labels"] for k in (0, 1)]), abs=1e-4)
     assert d["verdict"] in {"gain", "loss", "cannot tell"} and d["n"] == 2
     assert s["variants"]["corrections"]["changed_fraction"] == 1.0
+
+
+def test_recalibration_ceiling_is_the_shift_from_every_answer(ph2_cbm):
+    model, P, T, y = ph2_cbm
+    c = recalibration_ceiling(model, P, T, y)
+    base = model.predict_proba_from_concepts(P)
+    assert c["balanced_acc_base"] == pytest.approx(np.mean([(base.argmax(1) == k)[y == k].mean() for k in (0, 1)]), abs=1e-4)
+    assert c["n_images"] == len(y) and c["concepts_answered"] == int((~np.isnan(T)).any(0).sum())
+    assert c["shift_gain"] == pytest.approx(c["balanced_acc_shifted"] - c["balanced_acc_base"], abs=2e-4)
+    # answering every concept on every case is the truth throughout: the interventions' all-true accuracy
+    answered = model.predict_proba_from_concepts(np.where(np.isnan(T), P, T)).argmax(1)
+    assert c["balanced_acc_every_case_answered"] == pytest.approx(
+        np.mean([(answered == k)[y == k].mean() for k in (0, 1)]), abs=1e-4)
+    assert "in-sample" in c["scored_on"]
