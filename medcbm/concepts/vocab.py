@@ -15,6 +15,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from collections.abc import Sequence
 from pathlib import Path
 
 from medcbm._resources import resource_path
@@ -153,6 +154,16 @@ def hpo_terms(modality: str, obo_path: str | Path | None = None) -> list[Finding
             name, syns = terms[tid]
             out.append(FindingTerm(name, syns, "hpo", None, "", f"hpo:{tid}"))
     return out
+
+
+def hpo_matches(modality: str, phrases: Sequence[str], obo_path: str | Path | None = None) -> list[str]:
+    """HPO ids (``HP:...``) of the modality's HPO terms (:func:`hpo_terms`) whose name or an exact synonym equals
+    one of ``phrases`` (compared as :func:`~medcbm.concepts.alignment.norm_term` does), in id order."""
+    from medcbm.concepts.alignment import norm_term  # alignment's loose comparison; imported late: it loads numpy
+
+    want = {norm_term(p) for p in phrases}
+    return sorted({t.source.split(":", 1)[1] for t in hpo_terms(modality, obo_path)
+                   if any(norm_term(x) in want for x in t.terms)})
 
 
 def finding_vocabulary(modality: str, *, use_hpo: bool = True, lexicon_path: str | Path | None = None) -> list[FindingTerm]:

@@ -4,7 +4,9 @@ Rows are ``{"qid", "query", "relevant": [doc ids], "kind", "split", ...}``. Kind
 
 * ``starter`` / ``hpo``: hand-written queries with hand-picked gold (the original set);
 * ``concept``: one query per vocabulary concept of the shipped models (``target`` = the concept key);
-  gold = every corpus passage whose ``concepts`` tags list that key (``gold_from: "concepts"``);
+  gold = every corpus passage whose ``concepts`` tags list that key or one of its narrower concepts
+  (``knowledge/mappings/concept_hierarchy.yaml``), then the HPO terms of the modality's vocabulary named after
+  the concept (``medcbm.concepts.vocab.hpo_matches``; ``gold_from: "concepts+narrower+hpo"``);
 * ``class``: one query per class (HAM10000, with Bowen's disease as a second ``akiec`` query, and the chest
   X-ray classes); gold = every passage whose ``stance`` is that class (``gold_from: "stance"``).
 
@@ -21,6 +23,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from medcbm._resources import resource_path
 from medcbm.errors import DataError
 from medcbm.knowledge.passage import Document
 
@@ -52,17 +57,33 @@ def load_eval(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def tagged_gold(docs: Iterable[Document], kind: str, target: str) -> list[str]:
-    """Doc ids the corpus tags give as gold for a ``concept`` (``concepts`` lists it) or ``class`` query
-    (``stance`` is it), in corpus order."""
+def concept_hierarchy(path: str | os.PathLike | None = None) -> dict[str, list[str]]:
+    """``{concept: [narrower concepts]}`` from ``knowledge/mappings/concept_hierarchy.yaml``."""
+    path = Path(path or resource_path("knowledge", "mappings", "concept_hierarchy.yaml"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataError(f"cannot read the concept hierarchy ({exc})", path=str(path)) from None
+    narrower = data.get("narrower")
+    if not isinstance(narrower, dict) or not all(isinstance(v, list) for v in narrower.values()):
+        raise DataError("'narrower' must map each concept to a list of concepts", path=str(path), field="narrower")
+    return {str(k): [str(c) for c in v] for k, v in narrower.items()}
+
+
+def tagged_gold(docs: Iterable[Document], kind: str, target: str, *, narrower: dict[str, list[str]] | None = None,
+                ontology: Sequence[str] = ()) -> list[str]:
+    """Doc ids the corpus tags give as gold for a ``concept`` query (``concepts`` lists it or one of its
+    ``narrower`` concepts; then the ``ontology`` term ids named after it) or a ``class`` query (``stance`` is
+    it), in corpus order."""
     if kind not in GOLD_FIELDS:
         raise DataError(f"no tag-derived gold for kind {kind!r} (one of {', '.join(GOLD_FIELDS)})", field="kind")
+    keys = {target, *((narrower or {}).get(target, ()))}
     out = []
     for d in docs:
         value = d.metadata.get(GOLD_FIELDS[kind])
-        if (target in (value or []) if kind == "concept" else value == target):
+        if (keys & set(value or []) if kind == "concept" else value == target):
             out.append(d.doc_id)
-    return out
+    return out + [i for i in ontology if i not in out] if kind == "concept" else out
 
 
 def assign_splits(rows: Sequence[dict]) -> list[dict]:

@@ -26,6 +26,25 @@ def test_score_rankings_arithmetic():
     assert many["recall@5"] == pytest.approx(4 / 5) and many["recall@10"] == pytest.approx(1.0)  # capped at k
 
 
+def test_tagged_gold_follows_narrower_concepts_and_ontology_terms(tmp_path):
+    from medcbm.knowledge.evalset import concept_hierarchy
+    from medcbm.knowledge.passage import Document
+
+    docs = [Document(doc_id="a", text="x", metadata={"concepts": ["streaks_irregular"], "stance": "mel"}),
+            Document(doc_id="b", text="x", metadata={"concepts": ["streaks"]}),
+            Document(doc_id="c", text="x", metadata={"concepts": ["color_red"], "stance": "vasc"})]
+    narrower = concept_hierarchy()
+    assert narrower["streaks"] == ["streaks_irregular", "streaks_regular"]
+    assert tagged_gold(docs, "concept", "streaks") == ["b"]  # without the hierarchy: the tag alone
+    assert tagged_gold(docs, "concept", "streaks", narrower=narrower, ontology=["HP:1"]) == ["a", "b", "HP:1"]
+    assert tagged_gold(docs, "concept", "streaks_irregular", narrower=narrower) == ["a"]  # not upwards
+    assert tagged_gold(docs, "class", "mel", narrower=narrower, ontology=["HP:1"]) == ["a"]
+    bad = tmp_path / "h.yaml"
+    bad.write_text("narrower: {streaks: streaks_irregular}\n")
+    with pytest.raises(DataError, match="h.yaml.*'narrower'"):
+        concept_hierarchy(bad)
+
+
 def test_load_eval_names_bad_row(tmp_path):
     p = tmp_path / "e.jsonl"
     p.write_text(json.dumps({"qid": "q1", "query": "x", "relevant": ["a"]}) + "\n" + json.dumps({"qid": "q2", "query": "y"}) + "\n")
@@ -64,12 +83,12 @@ def test_evaluate_on_small_store(small_store, eval_rows):
 
 def test_concept_and_class_gold_is_the_corpus_tags(eval_rows):
     """Gold of the concept/class queries is exactly what the corpus tags say (re-derive after a corpus edit)."""
-    from medcbm.concepts.citations import corpus_documents, modality_targets
+    from medcbm.concepts.citations import corpus_documents, eval_gold, modality_targets
 
     docs = corpus_documents()
     tagged = [r for r in eval_rows if r.get("kind") in ("concept", "class")]
     assert {r["split"] for r in tagged} == {"tune", "report"}
-    stale = [r["qid"] for r in tagged if r["relevant"] != tagged_gold(docs, r["kind"], r["target"])]
+    stale = [r["qid"] for r in tagged if r["relevant"] != eval_gold(r, docs)]
     assert not stale
     keys = {t.source.split(":", 1)[1] for m in ("dermoscopy", "chest_xray") for t in modality_targets(m)}
     assert keys == {r["target"] for r in tagged if r["kind"] == "concept"}  # one query per vocabulary concept
