@@ -7,11 +7,12 @@ from typing import Callable, Optional
 import typer
 
 ENGINE_PARAMS = [
-    ("engine", str, typer.Option("local", "--engine", help="where feature extraction and embedding run: local "
-                                 "(this process) or ray (a Ray cluster; needs the ray extra of medcbm)")),
+    ("engine", str, typer.Option("local", "--engine", help="where feature extraction, embedding and fine-tuning "
+                                 "epochs run: local (this process) or ray (a Ray cluster; needs the ray extra of medcbm)")),
     ("address", Optional[str], typer.Option(None, "--address", help="Ray cluster: auto (the running one) or "
                                             "HOST:PORT (default: start a local one)")),
-    ("workers", int, typer.Option(1, "--workers", help="Ray: model replicas (actors)")),
+    ("workers", int, typer.Option(1, "--workers", help="Ray: model replicas (actors; data-parallel "
+                                  "Ray Train workers when fine-tuning)")),
     ("cpus_per_worker", float, typer.Option(1.0, "--cpus-per-worker", help="Ray: CPUs (and torch threads) per worker")),
     ("gpus_per_worker", float, typer.Option(0.0, "--gpus-per-worker", help="Ray: GPUs per worker")),
 ]

@@ -14,14 +14,18 @@ The recipe, chosen for 2 CPU cores first and a GPU when there is one:
 5. early stopping on the mean concept AUROC of the ``select`` split; the held-out split
    (Derm7pt's official test split, PH2's hash-held-out images) is scored once, at the end.
 
+Steps 1-3 run in this process; the epochs (:func:`~medcbm.backbones.finetune_loop.train_epochs`) run here too,
+or data-parallel on Ray Train when the current engine is ``ray`` (:mod:`medcbm.backbones.finetune_ray`), with
+the same maths, so the engine is not part of the artifact's identity.
+
 HAM10000 diagnoses never enter: only concept annotations are read.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,9 +34,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medcbm.backbones._registry import BackboneSpec, get_backbone_spec
 from medcbm.backbones.finetune_data import ConceptImages, augmented_views, decode_images
-from medcbm.backbones.finetune_net import ConceptHead, SplitNet, dihedral
+from medcbm.backbones.finetune_loop import Cache, LoopResult, LoopState, features, masked_bce, mean_auc, train_epochs
+from medcbm.backbones.finetune_net import ConceptHead, SplitNet
 from medcbm.backbones.loaders import create_backbone
 from medcbm.data.concept_splits import HELDOUT, SELECT, TRAIN
+from medcbm.engines import EngineConfig, current_engine
 from medcbm.metrics import concept_aurocs
 
 logger = logging.getLogger(__name__)
@@ -90,17 +96,9 @@ def _device(name: str) -> torch.device:
     return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else name if name != "auto" else "cpu")
 
 
-@dataclass
-class _Cache:
-    """Frozen-trunk outputs per view: activations (half precision: memory) and the frozen blocks' pools."""
-
-    maps: list[torch.Tensor]
-    pools: list[torch.Tensor]
-
-
 @torch.no_grad()
 def _cache_trunk(net: SplitNet, images: ConceptImages, spec: BackboneSpec, views: int, cfg: FinetuneConfig,
-                 dev: torch.device, progress: bool) -> _Cache:
+                 dev: torch.device, progress: bool) -> Cache:
     from tqdm.auto import tqdm
 
     n = len(images.paths)
@@ -124,26 +122,7 @@ def _cache_trunk(net: SplitNet, images: ConceptImages, spec: BackboneSpec, views
                 h[torch.as_tensor(train)], p[torch.as_tensor(train)] = ht.half().cpu(), pt.float().cpu()
             maps[v].append(h)
             pools[v].append(p)
-    return _Cache([torch.cat(m) for m in maps], [torch.cat(p) for p in pools])
-
-
-def _features(net: SplitNet, cache: _Cache, rows: np.ndarray, dev: torch.device, bs: int, view: int = 0) -> torch.Tensor:
-    with torch.no_grad():
-        out = [net.top(cache.maps[view][r].float().to(dev), cache.pools[view][r].to(dev)).cpu()
-               for r in np.array_split(rows, max(1, int(np.ceil(len(rows) / bs))))]
-    return torch.cat(out)
-
-
-def _masked_bce(logits: torch.Tensor, y: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
-    seen = ~torch.isnan(y)
-    target = torch.nan_to_num(y, nan=0.0)
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none")
-    return (loss * seen).sum() / seen.sum().clamp(min=1)
-
-
-def _mean_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    a = concept_aurocs(labels, scores)
-    return float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
+    return Cache([torch.cat(m) for m in maps], [torch.cat(p) for p in pools])
 
 
 def _fit_linear_head(F: torch.Tensor, Y: torch.Tensor, Fs: torch.Tensor, Ys: np.ndarray, pw: torch.Tensor,
@@ -158,11 +137,11 @@ def _fit_linear_head(F: torch.Tensor, Y: torch.Tensor, Fs: torch.Tensor, Ys: np.
         opt = torch.optim.Adam(head.parameters(), lr=1e-2)
         for _ in range(300):  # full batch: a few hundred steps converge a linear layer
             opt.zero_grad()
-            loss = _masked_bce(head(F), Y, pw) + l2 * (head.linear.weight ** 2).sum() / Y.shape[1]
+            loss = masked_bce(head(F), Y, pw) + l2 * (head.linear.weight ** 2).sum() / Y.shape[1]
             loss.backward()
             opt.step()
         with torch.no_grad():
-            auc = _mean_auc(Ys, head(Fs).numpy())
+            auc = mean_auc(Ys, head(Fs).numpy())
         if best is None or auc > best[2]:
             best = (head, l2, auc)
     return best
@@ -172,13 +151,29 @@ def finetune_concepts(images: ConceptImages, config: FinetuneConfig = FinetuneCo
                       progress: bool = True) -> FinetuneResult:
     """Fine-tune ``config.base`` on ``images``' concept labels (see the module docstring for the recipe).
 
+    The epochs run on Ray Train when the current engine (:func:`~medcbm.engines.use_engine`) is ``ray``.
+
     Returns:
         the fine-tuned weights (a full state dict of the base architecture), the concept head, and a record
         with per-epoch history and per-concept held-out AUROC for the frozen linear head and the fine-tuned one.
+
+    Raises:
+        ConfigError: on Ray, a cluster too small for the workers (checked before any decoding).
     """
+    engine = current_engine()
+    if engine.engine != "ray":  # the local engine never imports Ray
+        return _finetune(images, config, lambda state, spec: train_epochs(state), engine, progress)
+    from medcbm.backbones.finetune_ray import ray_epochs
+
+    with ray_epochs(engine) as run_epochs:  # connects and checks the cluster before the long decode
+        return _finetune(images, config, run_epochs, engine, progress)
+
+
+def _finetune(images: ConceptImages, config: FinetuneConfig, run_epochs: Callable[[LoopState, BackboneSpec], LoopResult],
+              engine: EngineConfig, progress: bool) -> FinetuneResult:
+    """:func:`finetune_concepts` with the epoch loop given (local or on Ray Train)."""
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     dev = _device(config.device)
     spec = get_backbone_spec(config.base)
     model = create_backbone(spec).model.to(dev).eval()  # eval: BatchNorm statistics stay the pretrained ones
@@ -191,63 +186,30 @@ def finetune_concepts(images: ConceptImages, config: FinetuneConfig = FinetuneCo
     neg = (Y[tr] == 0).sum(0).float()
     pw = (neg / pos.clamp(min=1)).clamp(1.0, config.max_pos_weight)
 
-    F_tr = _features(net, cache, tr, dev, config.batch_size)
-    F_se = _features(net, cache, se, dev, config.batch_size)
+    F_tr = features(net, cache, tr, dev, config.batch_size)
+    F_se = features(net, cache, se, dev, config.batch_size)
     head, head_l2, lp_select = _fit_linear_head(F_tr, Y[tr], F_se, images.labels[se], pw, config)
     head = head.to(dev)
     with torch.no_grad():
-        lp_held = head(_features(net, cache, ho, dev, config.batch_size).to(dev)).cpu().numpy()  # frozen features
-    def train_eval_loss() -> float:  # the un-augmented training images: what "the loss falls" is checked on
-        with torch.no_grad():
-            return round(float(_masked_bce(head(_features(net, cache, tr, dev, config.batch_size).to(dev)),
-                                           Y[tr].to(dev), pw.to(dev))), 4)
-
-    history = [{"epoch": 0, "select_mean_auroc": round(lp_select, 4), "train_loss": None,
-                "train_eval_loss": train_eval_loss()}]
-    best = (lp_select, 0, copy.deepcopy(net.model.state_dict()), copy.deepcopy(head.state_dict()))
-    opt = torch.optim.AdamW([{"params": net.trainable_parameters(), "lr": config.lr},
-                             {"params": head.parameters(), "lr": config.head_lr}], weight_decay=config.weight_decay)
-    steps = max(1, config.epochs * int(np.ceil(len(tr) / config.batch_size)))
-    per_epoch = int(np.ceil(len(tr) / config.batch_size))
-    warm = int(config.warmup_epochs * per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / max(1, warm)) * 0.5 * (
-        1 + np.cos(np.pi * min(1.0, max(0, i - warm) / max(1, steps - warm)))))
-    bad = 0
-    for epoch in range(1, config.epochs + 1):
-        te = time.perf_counter()
-        losses = []
-        order = rng.permutation(tr)
-        for rows in np.array_split(order, max(1, int(np.ceil(len(order) / config.batch_size)))):
-            v = int(rng.integers(config.views))
-            h = dihedral(cache.maps[v][rows].float().to(dev), int(rng.integers(8)))
-            logits = head(net.top(h, cache.pools[v][rows].to(dev)))
-            loss = _masked_bce(logits, Y[rows].to(dev), pw.to(dev))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-        with torch.no_grad():
-            sel = _mean_auc(images.labels[se], head(_features(net, cache, se, dev, config.batch_size).to(dev)).cpu().numpy())
-        history.append({"epoch": epoch, "select_mean_auroc": round(sel, 4), "train_loss": round(float(np.mean(losses)), 4),
-                        "train_eval_loss": train_eval_loss(), "seconds": round(time.perf_counter() - te, 1)})
-        logger.info("finetune epoch %d: train loss %.4f, select mean AUROC %.4f", epoch, np.mean(losses), sel)
-        if sel > best[0] + 1e-4:
-            best, bad = (sel, epoch, copy.deepcopy(net.model.state_dict()), copy.deepcopy(head.state_dict())), 0
-        else:
-            bad += 1
-            if bad >= config.patience:
-                break
-    net.model.load_state_dict(best[2])
-    head.load_state_dict(best[3])
+        lp_held = head(features(net, cache, ho, dev, config.batch_size).to(dev)).cpu().numpy()  # frozen features
+    state = LoopState(net, head, cache, Y, pw, images.labels, tr, se, lp_select, config, dev)
+    t_train = time.perf_counter()
+    loop = run_epochs(state, spec)
+    t_train = time.perf_counter() - t_train
+    net.model.load_state_dict(loop.model_state)
+    head.load_state_dict(loop.head_state)
     with torch.no_grad():
-        ft_held = head(_features(net, cache, ho, dev, config.batch_size).to(dev)).cpu().numpy()
+        ft_held = head(features(net, cache, ho, dev, config.batch_size).to(dev)).cpu().numpy()
     record = {
-        "best_epoch": best[1], "epochs_run": len(history) - 1, "history": history, "head_l2": head_l2,
+        "best_epoch": loop.best_epoch, "epochs_run": len(loop.history) - 1, "history": loop.history, "head_l2": head_l2,
         "heldout": _heldout_report(images, ho, lp_held, ft_held),
-        "seconds": {"decode_and_trunk": round(t_cache, 1), "total": round(time.perf_counter() - t0, 1)},
+        "seconds": {"decode_and_trunk": round(t_cache, 1), "epochs": round(t_train, 1),
+                    "total": round(time.perf_counter() - t0, 1)},
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "torch_threads": torch.get_num_threads(),
+        "engine": {"name": "local", "workers": 1} if engine.engine != "ray" else
+        {"name": "ray", "workers": engine.workers, "cpus_per_worker": engine.cpus_per_worker,
+         "gpus_per_worker": engine.gpus_per_worker},
     }
     sd = {k: v.detach().cpu().contiguous() for k, v in net.model.state_dict().items()}
     return FinetuneResult(spec, sd, {k: v.detach().cpu() for k, v in head.state_dict().items()}, images.names, record)

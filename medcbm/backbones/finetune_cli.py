@@ -7,11 +7,14 @@ from typing import List, Optional
 
 import typer
 
+from medcbm._cli_options import engine_options
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``finetune`` command to the top-level app."""
 
     @app.command("finetune")
+    @engine_options
     def finetune_cmd(
         dataset: Optional[List[str]] = typer.Option(None, "--dataset", help="built-in concept-annotated dataset "
                                                     "(repeatable; default: ph2 and derm7pt)"),
@@ -28,7 +31,10 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="train again even if the artifact exists"),
         json_out: Optional[Path] = typer.Option(None, "--json", help="also write the run's record here"),
     ) -> None:
-        """Fine-tune on concept labels; use the printed name wherever a backbone name goes."""
+        """Fine-tune on concept labels; use the printed name wherever a backbone name goes.
+
+        With --engine ray --workers N the epochs run data-parallel on N Ray Train workers (same weights as local).
+        """
         from medcbm._io import atomic_write_json
         from medcbm.backbones.concept_finetune import FinetuneConfig
         from medcbm.backbones.finetuned import create_finetuned_backbone, read_record
@@ -42,8 +48,9 @@ def register(app: typer.Typer) -> None:
         for d, r in record["heldout"].items():
             typer.echo(f"{d}: held-out mean concept AUROC {r['mean_auroc_finetuned']} (frozen linear "
                        f"{r['mean_auroc_frozen_linear']}; {r['concepts_scored']} concepts, {r['images']} images)")
+        workers = record.get("engine", {}).get("workers") if record.get("engine", {}).get("name") == "ray" else None
         typer.echo(f"best epoch {record['best_epoch']} of {record['epochs_run']}, {record['seconds']['total']} s on "
-                   f"{record['device']}")
+                   f"{record['device']}" + (f" ({workers} Ray Train workers)" if workers else ""))
         typer.echo(full)
         if json_out is not None:
             atomic_write_json(json_out, {k: v for k, v in record.items() if k != "trained_image_sha256"})
