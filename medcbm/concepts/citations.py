@@ -320,17 +320,19 @@ def target_coverage(bank: ConceptBank, targets: Sequence[Target] | None = None) 
     return out
 
 
-def eval_gold(row: dict, docs: Sequence[Document] | None = None) -> list[str]:
+def eval_gold(row: dict, docs: Sequence[Document] | None = None,
+              narrower: dict[str, list[str]] | None = None) -> list[str]:
     """The retrieval eval's gold for a ``concept`` or ``class`` row (``medcbm.knowledge.evalset.tagged_gold``):
-    corpus tags of the target and its narrower concepts, then, for a concept, the HPO terms named after it in any
-    modality whose vocabulary holds it (its mapping phrases, :func:`medcbm.concepts.vocab.hpo_matches`)."""
+    corpus tags of the target and its ``narrower`` concepts (default: the shipped hierarchy), then, for a concept,
+    the HPO terms named after it in any modality whose vocabulary holds it (its mapping phrases,
+    :func:`medcbm.concepts.vocab.hpo_matches`). Pass ``docs`` and ``narrower`` when deriving many rows."""
     from medcbm.concepts.vocab import hpo_matches
     from medcbm.knowledge.evalset import concept_hierarchy, tagged_gold
 
     docs = corpus_documents() if docs is None else docs
+    narrower = concept_hierarchy() if narrower is None else narrower
     ontology: list[str] = []
-    if row["kind"] == "concept":
-        for modality in ("dermoscopy", "chest_xray"):
-            phrases = [p for t in modality_targets(modality) if _key(t.source) == row["target"] for p in t.phrases]
-            ontology += [i for i in hpo_matches(modality, phrases) if i not in ontology] if phrases else []
-    return tagged_gold(docs, row["kind"], row["target"], narrower=concept_hierarchy(), ontology=ontology)
+    for modality in ("dermoscopy", "chest_xray") if row["kind"] == "concept" else ():
+        phrases = [p for t in modality_targets(modality) if _key(t.source) == row["target"] for p in t.phrases]
+        ontology += [i for i in hpo_matches(modality, phrases) if i not in ontology]
+    return tagged_gold(docs, row["kind"], row["target"], narrower=narrower, ontology=ontology)

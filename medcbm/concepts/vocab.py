@@ -13,9 +13,9 @@ from __future__ import annotations
 import csv
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from collections.abc import Sequence
 from pathlib import Path
 
 from medcbm._resources import resource_path

@@ -84,11 +84,13 @@ def test_evaluate_on_small_store(small_store, eval_rows):
 def test_concept_and_class_gold_is_the_corpus_tags(eval_rows):
     """Gold of the concept/class queries is exactly what the corpus tags say (re-derive after a corpus edit)."""
     from medcbm.concepts.citations import corpus_documents, eval_gold, modality_targets
+    from medcbm.knowledge.evalset import concept_hierarchy
 
     docs = corpus_documents()
     tagged = [r for r in eval_rows if r.get("kind") in ("concept", "class")]
     assert {r["split"] for r in tagged} == {"tune", "report"}
-    stale = [r["qid"] for r in tagged if r["relevant"] != eval_gold(r, docs)]
+    narrower = concept_hierarchy()
+    stale = [r["qid"] for r in tagged if r["relevant"] != eval_gold(r, docs, narrower)]
     assert not stale
     keys = {t.source.split(":", 1)[1] for m in ("dermoscopy", "chest_xray") for t in modality_targets(m)}
     assert keys == {r["target"] for r in tagged if r["kind"] == "concept"}  # one query per vocabulary concept
