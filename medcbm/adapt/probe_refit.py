@@ -22,23 +22,13 @@ import numpy as np
 from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator
 
+from medcbm.adapt.corrections import check_answers
 from medcbm.concepts.grounding.base import check_features
-from medcbm.errors import ConfigError, DataError
+from medcbm.errors import ConfigError
 
 #: a reviewed case weighs as much as a source training case (fixed a priori, never tuned on held-out images)
 STRENGTH = 1.0
 _PROBE_ATTRS = ("mean_", "scale_", "C_", "calib_", "all_concepts_", "concept_names_", "decision_function")
-
-
-def check_answers(T: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The reviewer's table as float ``(n, K)``: 1 present, 0 absent, NaN unanswered; anything else is an error."""
-    T = np.asarray(T, np.float64)
-    if T.shape != shape:
-        raise DataError(f"concept corrections have shape {T.shape}; expected {shape}")
-    known = ~np.isnan(T)
-    if not np.isin(T[known], (0.0, 1.0)).all():
-        raise DataError("concept corrections must be 1 (present), 0 (absent) or empty")
-    return T
 
 
 def kernel_logistic_deviation(G: np.ndarray, u0: np.ndarray, t: np.ndarray, lam: float, *, max_iter: int = 50,
