@@ -22,6 +22,17 @@ from medcbm.errors import DataError
 N0 = 8.0
 
 
+def check_answers(T: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The reviewer's table as float ``(n, K)``: 1 present, 0 absent, NaN unanswered; anything else is an error."""
+    T = np.asarray(T, np.float64)
+    if T.shape != shape:
+        raise DataError(f"concept corrections have shape {T.shape}; expected {shape}")
+    known = ~np.isnan(T)
+    if not np.isin(T[known], (0.0, 1.0)).all():
+        raise DataError("concept corrections must be 1 (present), 0 (absent) or empty")
+    return T
+
+
 def concept_recalibration(model, P: np.ndarray, T: np.ndarray, *, n0: float = N0) -> tuple[ConceptEdit, list[ConceptChange]]:
     """The shift edit in the model's standardised space and the concepts it moved (statistic: the shift in SD;
     factor: the reviewed cases that answered the concept).
@@ -35,14 +46,11 @@ def concept_recalibration(model, P: np.ndarray, T: np.ndarray, *, n0: float = N0
     Raises:
         DataError: shapes disagree, a value other than 0, 1 or NaN, or no concept answered at all.
     """
-    P, T = np.asarray(P, np.float64), np.asarray(T, np.float64)
-    if P.shape != T.shape:
-        raise DataError(f"concept corrections have shape {T.shape}; the model read {P.shape}")
+    P = np.asarray(P, np.float64)
+    T = check_answers(T, P.shape)
     known = ~np.isnan(T)
     if not known.any():
         raise DataError("the corrections answer no concept (every concept column is empty or unsure)")
-    if not np.isin(T[known], (0.0, 1.0)).all():
-        raise DataError("concept corrections must be 1 (present), 0 (absent) or empty")
     n = known.sum(0)
     read = model.concept_inputs(P.astype(np.float32)).astype(np.float64)
     said = model.concept_inputs(np.where(known, T, P).astype(np.float32)).astype(np.float64)

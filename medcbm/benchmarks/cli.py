@@ -109,7 +109,8 @@ def register_bench(bench_app: typer.Typer) -> None:
         """A simulated reviewer answers the review app's questions with Derm7pt's expert annotations: the gain on
         reviewed cases, and adaptation from reviewed cases (labels, concept corrections, both) on held-out ones."""
         from medcbm._io import atomic_write_json, atomic_write_text
-        from medcbm.benchmarks.bench_review import markdown_table, run_review_benchmark
+        from medcbm.benchmarks.bench_review import run_review_benchmark
+        from medcbm.benchmarks.review_tables import markdown_table
 
         res = run_review_benchmark(seeds, backbone=backbone, draws=draws, per_class=per_class, n_random=n_random,
                                    data_root=data_root, cache_dir=cache_dir)

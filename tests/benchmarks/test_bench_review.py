@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medcbm.audit.interventions import ask_order, intervention_curves
+from medcbm.adapt.probe_refit import ProbeRefit
+from medcbm.audit.interventions import ask_order, concept_ranks, intervention_curves
 from medcbm.benchmarks.bench_interventions import fit_concept_cbm, load_dataset, true_concepts
-from medcbm.benchmarks.bench_review import (ANSWERED, ASKED, adaptation_draws, adaptation_summary, case_outcomes,
-                                            paired_gain_summary, recalibration_ceiling, reviewer_answers)
+from medcbm.benchmarks.bench_review import (ANSWERED, ASKED, PROBE_VARIANTS, VARIANTS, _variants, adaptation_draws,
+                                            adaptation_summary, answerable_first, case_outcomes, paired_gain_summary,
+                                            recalibration_ceiling, reviewer_answers)
 from medcbm.review import session
 
 
@@ -20,11 +22,11 @@ def ph2_cbm(data_root, feature_cache):
     order = np.random.default_rng(0).permutation(len(y))
     tr, va, te = order[:120], order[120:150], order[150:]
     model = fit_concept_cbm(X[tr], C[tr], y[tr], X[va], y[va], names, "ph2")
-    return model, model.predict_concepts(X[te]), true_concepts(model, C[te], names), y[te]
+    return model, model.predict_concepts(X[te]), true_concepts(model, C[te], names), y[te], X[te]
 
 
 def test_simulated_answers_are_the_apps_and_help_the_reviewed_cases(ph2_cbm):
-    model, P, T, y = ph2_cbm
+    model, P, T, y, _ = ph2_cbm
     K = len(model.concept_names_)
     out = case_outcomes(model, P, T, y, seed=0, n_random=3, max_asked=K)
     base = model.predict_proba_from_concepts(P).argmax(1) == y
@@ -57,9 +59,10 @@ def test_reviewer_answers_only_the_asked_concepts():
 
 
 def test_adaptation_scores_only_cases_not_reviewed(ph2_cbm):
-    model, P, T, y = ph2_cbm
-    rows = adaptation_draws(model, P, T, y, seed=0, draws=2, per_class=5)
-    assert [r["variant"] for r in rows[:3]] == ["labels", "labels_corrections", "corrections"] and len(rows) == 6
+    model, P, T, y, X = ph2_cbm
+    assert len(adaptation_draws(model, P, T, y, seed=0, draws=1, per_class=5)) == 3  # no features: no probe refit
+    rows = adaptation_draws(model, P, T, y, seed=0, draws=2, per_class=5, X=X)
+    assert [r["variant"] for r in rows[:5]] == list(VARIANTS) and len(rows) == 10
     base = model.predict_proba_from_concepts(P)
     for r in rows:
         reviewed = np.asarray(r["reviewed"])
@@ -77,10 +80,33 @@ def test_adaptation_scores_only_cases_not_reviewed(ph2_cbm):
     assert d["gain"] == pytest.approx(np.mean([gains[k, "labels_corrections"] - gains[k, "labels"] for k in (0, 1)]), abs=1e-4)
     assert d["verdict"] in {"gain", "loss", "cannot tell"} and d["n"] == 2
     assert s["variants"]["corrections"]["changed_fraction"] == 1.0
+    # the probe refit: the answered concepts' held-out activations move per image, and what it did is scored
+    for r in rows:
+        if r["variant"] in PROBE_VARIANTS:
+            assert r["changed"] and r["mean_abs_activation_change"] > 0 and r["concept_auroc_held_out"], r
+            assert all(0 <= v <= 1 for ba in r["concept_auroc_held_out"].values() for v in ba)
+    pd = s["paired"]["labels_corrections_probes_minus_labels"]
+    assert pd["gain"] == pytest.approx(np.mean([gains[k, "labels_corrections_probes"] - gains[k, "labels"]
+                                                for k in (0, 1)]), abs=1e-4)
+    pc = s["probe_refit_concepts"]
+    assert set(pc["concepts"]) <= set(model.concept_names_) and pc["mean_auroc_change"]["n"] == 2
+
+
+def test_probe_variant_reads_the_refitted_activations(ph2_cbm):
+    """corrections_probes is the unchanged head on ProbeRefit's activations: its held-out score is theirs."""
+    model, P, T, y, X = ph2_cbm
+    R = reviewer_answers(T, answerable_first(concept_ranks(model, P, "ask"), T), ANSWERED)
+    sel = np.arange(10)
+    a, Pa = _variants(model, P, y, R, sel, X)["corrections_probes"]()
+    Pn = ProbeRefit(model).fit(X[sel], R[sel]).predict_concepts(X)
+    assert np.allclose(Pa, Pn) and not np.allclose(Pn, P)
+    assert np.allclose(a.adapted_.predict_proba_from_concepts(Pa), model.predict_proba_from_concepts(Pn))
+    unanswered = ~(~np.isnan(R[sel])).any(0)
+    assert np.array_equal(Pn[:, unanswered], P[:, unanswered])
 
 
 def test_recalibration_ceiling_is_the_shift_from_every_answer(ph2_cbm):
-    model, P, T, y = ph2_cbm
+    model, P, T, y, _ = ph2_cbm
     c = recalibration_ceiling(model, P, T, y)
     base = model.predict_proba_from_concepts(P)
     assert c["balanced_acc_base"] == pytest.approx(np.mean([(base.argmax(1) == k)[y == k].mean() for k in (0, 1)]), abs=1e-4)
