@@ -29,8 +29,10 @@ chromium:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium-headless-shell >/dev/null; }
 
+# one torch/OpenMP thread per xdist worker: two workers of two threads each on two cores spin against each other
+# (a conv forward loop ran 6x slower that way, measured)
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q --durations=15 tests
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile -q --durations=15 tests
 
 bench: $(STAMP)
 	mkdir -p runs/bench
