@@ -128,10 +128,10 @@ class ProbeRefit(BaseEstimator):
 
     def predict_concepts(self, X: np.ndarray) -> np.ndarray:
         """Concept activations ``(n, K)`` with the refitted probes (the model's own for concepts not refitted)."""
-        u0, Xs = self.source_logits(X)
         P = self.model.predict_concepts(X)
         moved = np.abs(self.delta_).max(0) > 0
-        if moved.any():
+        if moved.any():  # the source logits are computed only when some probe was refitted
+            u0, Xs = self.source_logits(X)
             P = P.copy()
             P[:, moved] = expit(u0[:, moved] + Xs @ self.delta_[:, moved]).astype(P.dtype)
         return P

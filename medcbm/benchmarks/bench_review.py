@@ -21,6 +21,7 @@ bottleneck's strength chosen on ``valid``); the ``test`` split is never seen by 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Callable
@@ -149,12 +150,10 @@ def _variants(model, P: np.ndarray, y: np.ndarray, R: np.ndarray, sel: np.ndarra
            "corrections": lambda: (SiteAdaptation(model).fit_concepts(Ps[:0], ys[:0], P_reviewed=Ps, T_reviewed=Rs), P)}
     if X is None:
         return out
-    refit: dict[str, np.ndarray] = {}
 
-    def refitted() -> np.ndarray:  # one refit per draw, shared by the two variants
-        if not refit:
-            refit["P"] = ProbeRefit(model).fit(X[sel], Rs).predict_concepts(X)
-        return refit["P"]
+    @functools.cache  # one refit per draw, shared by the two variants (lazily: a refusal is recorded per variant)
+    def refitted() -> np.ndarray:
+        return ProbeRefit(model).fit(X[sel], Rs).predict_concepts(X)
 
     def probes(labels: bool) -> tuple[SiteAdaptation, np.ndarray]:
         Pn = refitted()
